@@ -1,0 +1,224 @@
+"""The catalog: which manifest is version N of ``(work, path)``.
+
+``Catalog`` is the small interface snapshot/checkout rely on; ``SQLiteCatalog``
+is the embedded implementation (``catalog.db``, via sqlite-utils). Every version
+is an immutable record. The one write, ``create``, is a compare-and-swap on the
+version number — it fails with ``VersionExists`` if another writer took that
+number first — which an object store can also offer with a conditional put.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import sqlite_utils
+
+from .errors import StoreFormatError, UnknownVersion, VersionExists
+
+FORMAT = 1
+BUSY_TIMEOUT_MS = 60_000
+
+
+@dataclass(frozen=True)
+class Version:
+    """The ``number``-th snapshot of ``(work, path)``: manifest digest and totals."""
+
+    work: str
+    path: str
+    number: int
+    manifest: str
+    created: datetime
+    files: int
+    bytes: int
+
+    def to_json(self) -> dict:
+        return {
+            "work": self.work,
+            "path": self.path,
+            "version": self.number,
+            "manifest": self.manifest,
+            "created": self.created.isoformat(),
+            "files": self.files,
+            "bytes": self.bytes,
+        }
+
+
+class Catalog:
+    """What the store needs from a version index. Implementations keep records immutable."""
+
+    def works(self) -> list[str]:
+        raise NotImplementedError
+
+    def paths(self, work: str) -> list[str]:
+        raise NotImplementedError
+
+    def versions(self, work: str, path: str) -> list[Version]:
+        """All versions, oldest first; ``[]`` when there are none."""
+        raise NotImplementedError
+
+    def latest(self, work: str, path: str) -> Version | None:
+        raise NotImplementedError
+
+    def create(self, version: Version) -> None:
+        """Record ``version``; raise ``VersionExists`` if its number is taken."""
+        raise NotImplementedError
+
+    def delete(self, version: Version) -> None:
+        raise NotImplementedError
+
+    def all_versions(self) -> list[Version]:
+        raise NotImplementedError
+
+    def get(self, work: str, path: str, number: int | None = None) -> Version:
+        """Version ``number`` (default: latest) of ``(work, path)``.
+
+        Raises ``FileNotFoundError`` when the path has no versions and
+        ``UnknownVersion`` when it has, but not that one.
+        """
+        latest = self.latest(work, path)
+        if latest is None:
+            raise FileNotFoundError(f"{work}:{path} has no stored versions")
+        if number is None or number == latest.number:
+            return latest
+        found = next((v for v in self.versions(work, path) if v.number == number), None)
+        if found is None:
+            raise UnknownVersion(work, path, number, latest.number)
+        return found
+
+
+def _row_to_version(row: tuple) -> Version:
+    work, path, number, manifest, created, files, size = row
+    when = datetime.fromtimestamp(created, tz=timezone.utc)
+    return Version(work, path, number, manifest, when, files, size)
+
+
+_COLUMNS = "work, path, number, manifest, created, files, bytes"
+
+
+class SQLiteCatalog(Catalog):
+    """The catalog in one SQLite file, safe for many processes on one machine.
+
+    >>> import tempfile, os
+    >>> cat = SQLiteCatalog(os.path.join(tempfile.mkdtemp(), "catalog.db"))
+    >>> cat.versions("root.train", "ckpt")
+    []
+    """
+
+    def __init__(self, filename: str) -> None:
+        self.filename = filename
+        self._local = threading.local()
+        self.store_id = self._setup()
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        # One connection per process and thread: SQLite connections must not cross a fork.
+        conn = getattr(self._local, "conn", None)
+        if conn is None or self._local.pid != os.getpid():
+            conn = sqlite3.connect(
+                self.filename, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None
+            )
+            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            self._local.conn, self._local.pid = conn, os.getpid()
+        return conn
+
+    def _setup(self) -> str:
+        try:
+            conn = self.conn
+            if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            db = sqlite_utils.Database(conn)
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                db["meta"].create({"key": str, "value": str}, pk="key", if_not_exists=True)
+                db["versions"].create(
+                    {
+                        "work": str,
+                        "path": str,
+                        "number": int,
+                        "manifest": str,
+                        "created": float,
+                        "files": int,
+                        "bytes": int,
+                    },
+                    pk=("work", "path", "number"),
+                    not_null={"work", "path", "number", "manifest", "created", "files", "bytes"},
+                    if_not_exists=True,
+                )
+                conn.execute(
+                    "INSERT OR IGNORE INTO meta(key, value) VALUES ('format', ?), ('store_id', ?)",
+                    (str(FORMAT), uuid.uuid4().hex),
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+        except sqlite3.DatabaseError as exc:
+            raise StoreFormatError(f"{self.filename} is damaged or not a catalog: {exc}") from None
+        found = int(meta.get("format", "0"))
+        if found > FORMAT:
+            raise StoreFormatError(
+                f"{self.filename} uses catalog format {found}, newer than this cas_storage "
+                f"understands ({FORMAT}); upgrade cas_storage to read it"
+            )
+        return meta["store_id"]
+
+    def _query(self, sql: str, params: tuple = ()) -> list[tuple]:
+        try:
+            return self.conn.execute(sql, params).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise StoreFormatError(f"{self.filename} is damaged: {exc}") from None
+
+    def works(self) -> list[str]:
+        return [w for (w,) in self._query("SELECT DISTINCT work FROM versions ORDER BY work")]
+
+    def paths(self, work: str) -> list[str]:
+        rows = self._query("SELECT DISTINCT path FROM versions WHERE work=? ORDER BY path", (work,))
+        return [p for (p,) in rows]
+
+    def versions(self, work: str, path: str) -> list[Version]:
+        rows = self._query(
+            f"SELECT {_COLUMNS} FROM versions WHERE work=? AND path=? ORDER BY number", (work, path)
+        )
+        return [_row_to_version(r) for r in rows]
+
+    def latest(self, work: str, path: str) -> Version | None:
+        rows = self._query(
+            f"SELECT {_COLUMNS} FROM versions WHERE work=? AND path=? ORDER BY number DESC LIMIT 1",
+            (work, path),
+        )
+        return _row_to_version(rows[0]) if rows else None
+
+    def all_versions(self) -> list[Version]:
+        rows = self._query(f"SELECT {_COLUMNS} FROM versions ORDER BY work, path, number")
+        return [_row_to_version(r) for r in rows]
+
+    def create(self, version: Version) -> None:
+        v = version
+        try:
+            self.conn.execute(
+                f"INSERT INTO versions ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (v.work, v.path, v.number, v.manifest, v.created.timestamp(), v.files, v.bytes),
+            )
+        except sqlite3.IntegrityError:
+            raise VersionExists(v.work, v.path, v.number) from None
+        except sqlite3.DatabaseError as exc:
+            raise StoreFormatError(f"{self.filename} is damaged: {exc}") from None
+
+    def delete(self, version: Version) -> None:
+        self._query(
+            "DELETE FROM versions WHERE work=? AND path=? AND number=? AND manifest=?",
+            (version.work, version.path, version.number, version.manifest),
+        )
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None

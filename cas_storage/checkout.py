@@ -1,0 +1,285 @@
+"""Checkout: a catalog version → a local file or folder, moving only what differs.
+
+Every file is written to a temporary name in its final folder and renamed into
+place, so a reader (or a crash, or a full disk) leaves each file either old or
+new, never half-written. A folder that did not exist yet is built whole under a
+temporary name and renamed into place. Every byte is verified against its
+digest before it is written; a damaged object never reaches the destination.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import secrets
+import shutil
+import stat
+from dataclasses import dataclass
+from functools import lru_cache
+
+from .catalog import Catalog
+from .errors import CasError, CorruptObject
+from .hashing import Hasher, digest_bytes, digest_file
+from .localstate import Known, LocalState, known_from_stat
+from .manifest import DIR, FILE, SYMLINK, Entry, Manifest
+from .objects import ObjectStore
+from .tree import kind, walk
+
+TEMP_MARK = ".cas-tmp-"
+
+
+@dataclass(frozen=True)
+class GetResult:
+    """What a checkout (or ``Path.get``) did.
+
+    ``bytes_transferred`` counts bytes fetched from the store; files and chunks
+    that were already present locally count zero.
+    """
+
+    version: int
+    files_transferred: int
+    bytes_transferred: int
+
+
+def load_manifest(objects: ObjectStore, digest: str) -> Manifest:
+    """Read, verify and validate a manifest (memoized: manifests are immutable)."""
+    return _load_manifest(objects, digest)
+
+
+@lru_cache(maxsize=64)
+def _load_manifest(objects: ObjectStore, digest: str) -> Manifest:
+    return Manifest.decode(objects.read(digest, where="a manifest"))
+
+
+def checkout(
+    objects: ObjectStore,
+    catalog: Catalog,
+    state: LocalState,
+    store_id: str,
+    work: str,
+    path: str,
+    dest: str,
+    version: int | None = None,
+    overwrite: bool = False,
+    inner: str = ".",
+) -> GetResult:
+    """Make ``dest`` hold version ``version`` (default latest) of ``(work, path)``.
+
+    ``inner`` selects a file or folder inside the snapshot. Raises
+    ``FileExistsError`` when ``dest`` exists and ``overwrite`` is false.
+    """
+    v = catalog.get(work, path, version)
+    manifest = load_manifest(objects, v.manifest).subtree(inner)
+    dest = os.path.abspath(dest)
+    if os.path.lexists(dest) and not overwrite:
+        raise FileExistsError(errno.EEXIST, "exists; pass overwrite=True to replace it", dest)
+    label = f"{work}:{path}" + ("" if inner == "." else f"/{inner}") + f" version {v.number}"
+    writer = _Writer(objects, state.under(dest), label)
+    if manifest.kind == FILE:
+        writer.file(dest, manifest.entries[0])
+    else:
+        writer.tree(dest, manifest)
+    state.forget(writer.removed)
+    state.remember(writer.learned)
+    state.record_checkout(dest, store_id, work, path, v.number, v.manifest)
+    return GetResult(v.number, writer.files, writer.bytes)
+
+
+def _remove(full: str) -> None:
+    # NotADirectoryError: an ancestor was already replaced by a file.
+    with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+        if os.path.isdir(full) and not os.path.islink(full):
+            shutil.rmtree(full)
+        else:
+            os.unlink(full)
+
+
+class _Writer:
+    def __init__(self, objects: ObjectStore, known: dict[str, Known], label: str) -> None:
+        self.objects = objects
+        self.known = known
+        self.label = label
+        self.files = 0
+        self.bytes = 0
+        self.learned: dict[str, Known] = {}
+        self.removed: list[str] = []
+        # digest -> (file, offset, size): content already on this disk, usable instead of a fetch.
+        self.local: dict[str, tuple[str, int, int]] = {}
+
+    # -- whole destinations -----------------------------------------------
+    def file(self, dest: str, entry: Entry) -> None:
+        current = _lstat(dest)
+        if current is not None and kind(current) == "dir":
+            _remove(dest)
+            current = None
+        elif current is not None:
+            # The old file stays readable until the new one replaces it: reuse its chunks.
+            self._index_local(os.path.dirname(dest), {os.path.basename(dest): current})
+        if not self._unchanged(dest, entry, current):
+            os.makedirs(os.path.dirname(dest), exist_ok=True)
+            self._write(dest, entry, replace=True)
+
+    def tree(self, dest: str, manifest: Manifest) -> None:
+        current = _lstat(dest)
+        if current is not None and kind(current) != "dir":
+            _remove(dest)
+            current = None
+        if current is None:
+            self._fresh_tree(dest, manifest)
+        else:
+            self._update_tree(dest, manifest)
+
+    def _fresh_tree(self, dest: str, manifest: Manifest) -> None:
+        parent, name = os.path.split(dest)
+        os.makedirs(parent, exist_ok=True)
+        temp = os.path.join(parent, f".{name}{TEMP_MARK}{secrets.token_hex(6)}")
+        os.mkdir(temp, 0o700)
+        try:
+            for entry in manifest.entries:
+                full = os.path.join(temp, entry.path)
+                if entry.type == DIR:
+                    os.mkdir(full, 0o700)
+                elif entry.type == SYMLINK:
+                    os.symlink(entry.target, full)
+                else:
+                    self._write(full, entry, replace=False, final=os.path.join(dest, entry.path))
+            _apply_dir_modes(temp, manifest)
+            os.rename(temp, dest)
+        except BaseException:
+            shutil.rmtree(temp, ignore_errors=True)
+            self.learned.clear()
+            raise
+
+    def _update_tree(self, dest: str, manifest: Manifest) -> None:
+        current = walk(dest)
+        self._index_local(dest, current)
+        for rel, st in current.items():
+            # Folders we must write into may be read-only; their modes are reset at the end.
+            if kind(st) == "dir" and st.st_mode & 0o700 != 0o700:
+                os.chmod(os.path.join(dest, rel), stat.S_IMODE(st.st_mode) | 0o700)
+        wanted = manifest.by_path()
+        for entry in manifest.entries:
+            full = os.path.join(dest, entry.path)
+            have = current.get(entry.path)
+            have_kind = kind(have) if have is not None else None
+            if entry.type == DIR:
+                if have_kind != "dir":
+                    if have_kind is not None:
+                        _remove(full)
+                    os.mkdir(full, 0o700)
+            elif entry.type == SYMLINK:
+                if have_kind == "symlink" and os.readlink(full) == entry.target:
+                    continue
+                if have_kind == "dir":
+                    _remove(full)
+                temp = f"{full}{TEMP_MARK}{secrets.token_hex(6)}"
+                os.symlink(entry.target, temp)
+                os.replace(temp, full)
+            else:
+                if have_kind == "file" and self._unchanged(full, entry, have):
+                    continue
+                if have_kind == "dir":
+                    _remove(full)
+                self._write(full, entry, replace=True)
+        for rel in sorted(current, reverse=True):  # children before their folders
+            if rel not in wanted:
+                full = os.path.join(dest, rel)
+                _remove(full)
+                self.removed.append(full)
+        _apply_dir_modes(dest, manifest)
+
+    # -- single files -----------------------------------------------------
+    def _unchanged(self, full: str, entry: Entry, st: os.stat_result | None) -> bool:
+        if st is None or kind(st) != "file":
+            return False
+        known = self.known.get(full)
+        if known is not None and known.matches(st):
+            if known.digest != entry.digest:
+                return False
+        elif st.st_size == entry.size and digest_file(full) == entry.digest:
+            # Not vouched for by the stat cache (new to it, or written moments ago):
+            # reading the local copy is still cheaper than fetching from the store.
+            self.learned[full] = known_from_stat(st, entry.digest, entry.chunks)
+        else:
+            return False
+        if stat.S_IMODE(st.st_mode) != entry.mode:
+            os.chmod(full, entry.mode)
+            self.learned[full] = known_from_stat(os.lstat(full), entry.digest, entry.chunks)
+        return True
+
+    def _write(self, full: str, entry: Entry, replace: bool, final: str | None = None) -> None:
+        """Write ``entry`` at ``full`` (via a temp name when ``replace``), verified."""
+        target = f"{full}{TEMP_MARK}{secrets.token_hex(6)}" if replace else full
+        fetched = 0
+        try:
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with open(fd, "wb") as out:
+                whole = Hasher() if entry.chunks else None
+                for digest, size in entry.chunks or ((entry.digest, entry.size),):
+                    data = self._local_copy(digest, size)
+                    if data is None:
+                        data = self.objects.read(digest, where=f"{self.label}: {entry.path}")
+                        fetched += len(data)
+                    out.write(data)
+                    if whole is not None:
+                        whole.update(data)
+                if whole is not None and (got := whole.hexdigest()) != entry.digest:
+                    raise CorruptObject(entry.digest, got, f"{self.label}: {entry.path}")
+                os.fchmod(out.fileno(), entry.mode)
+                out.flush()
+                st = os.fstat(out.fileno())
+            if replace:
+                os.replace(target, full)
+                st = os.lstat(full)  # a rename changes ctime
+        except BaseException as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(target)
+            if isinstance(exc, OSError) and not isinstance(exc, CasError):
+                raise OSError(exc.errno, f"{exc.strerror} while writing", full) from exc
+            raise
+        self.files += 1
+        self.bytes += fetched
+        self.learned[final or full] = known_from_stat(st, entry.digest, entry.chunks)
+
+    # -- content already on this disk ---------------------------------------
+    def _index_local(self, root: str, found: dict[str, os.stat_result]) -> None:
+        for rel, st in found.items():
+            full = os.path.join(root, rel)
+            known = self.known.get(full)
+            if known is None or not known.matches(st):
+                continue
+            if known.chunks:
+                offset = 0
+                for digest, size in known.chunks:
+                    self.local.setdefault(digest, (full, offset, size))
+                    offset += size
+            else:
+                self.local.setdefault(known.digest, (full, 0, known.size))
+
+    def _local_copy(self, digest: str, size: int) -> bytes | None:
+        where = self.local.get(digest)
+        if where is None:
+            return None
+        full, offset, length = where
+        try:
+            with open(full, "rb") as stream:
+                stream.seek(offset)
+                data = stream.read(length)
+        except OSError:
+            return None
+        # The file may have been replaced since it was indexed: trust only verified bytes.
+        return data if len(data) == size and digest_bytes(data) == digest else None
+
+
+def _lstat(full: str) -> os.stat_result | None:
+    try:
+        return os.lstat(full)
+    except FileNotFoundError:
+        return None
+
+
+def _apply_dir_modes(root: str, manifest: Manifest) -> None:
+    for entry in reversed(manifest.entries):  # deepest first, so parents stay enterable
+        if entry.type == DIR:
+            os.chmod(os.path.join(root, entry.path), entry.mode)

@@ -1,0 +1,187 @@
+"""This machine's knowledge of its own files, kept beside them, not in the store.
+
+* The **stat cache** maps a file's absolute path and ``stat`` identity (device,
+  inode, size, mtime_ns, ctime_ns) to its content digest and chunk list, so a
+  file that has not changed is never read again.
+* **Checkout records** say which manifest each local checkout was last brought
+  to, so the next checkout can swap manifests instead of copying everything.
+
+A store on S3 is shared by many machines, each with its own files, so none of
+this belongs in the store. One SQLite file per machine (or per work) holds it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+
+BUSY_TIMEOUT_MS = 60_000
+#: A file modified within this window of being recorded is not trusted later:
+#: another write in the same timestamp tick would leave its stat unchanged.
+RACY_NS = 10_000_000
+
+
+def default_path() -> str:
+    """``$CAS_STATE``, else ``$XDG_CACHE_HOME/cas_storage/state.db`` (``~/.cache`` default)."""
+    if env := os.environ.get("CAS_STATE"):
+        return env
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(cache, "cas_storage", "state.db")
+
+
+@dataclass(frozen=True)
+class Known:
+    """What the stat cache remembers of one file."""
+
+    dev: int
+    ino: int
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    recorded_ns: int
+    digest: str
+    chunks: tuple[tuple[str, int], ...]
+
+    def matches(self, st: os.stat_result) -> bool:
+        """True when ``st`` is the very file this record describes, unchanged since."""
+        return (
+            self.ino == st.st_ino
+            and self.size == st.st_size
+            and self.mtime_ns == st.st_mtime_ns
+            and self.ctime_ns == st.st_ctime_ns
+            and self.dev == st.st_dev
+            and self.mtime_ns < self.recorded_ns - RACY_NS
+        )
+
+
+def known_from_stat(
+    st: os.stat_result, digest: str, chunks: tuple[tuple[str, int], ...] = ()
+) -> Known:
+    """A record of ``st``; ``remember`` stamps it with the time it is stored."""
+    return Known(
+        st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, 0, digest, chunks
+    )
+
+
+class LocalState:
+    """The stat cache and checkout records in one SQLite file.
+
+    >>> import tempfile, os
+    >>> state = LocalState(os.path.join(tempfile.mkdtemp(), "state.db"))
+    >>> state.under("/nowhere")
+    {}
+    """
+
+    def __init__(self, filename: str | None = None) -> None:
+        self.filename = filename or default_path()
+        os.makedirs(os.path.dirname(os.path.abspath(self.filename)), exist_ok=True)
+        self._local = threading.local()
+        conn = self.conn
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS stat_cache (path TEXT PRIMARY KEY, dev INTEGER, "
+            "ino INTEGER, size INTEGER, mtime_ns INTEGER, ctime_ns INTEGER, "
+            "recorded_ns INTEGER, digest TEXT, chunks TEXT)"
+        )
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS checkouts (dest TEXT PRIMARY KEY, store_id TEXT, "
+            "work TEXT, path TEXT, number INTEGER, manifest TEXT)"
+        )
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None or self._local.pid != os.getpid():
+            conn = sqlite3.connect(
+                self.filename, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None
+            )
+            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            self._local.conn, self._local.pid = conn, os.getpid()
+        return conn
+
+    # -- stat cache -------------------------------------------------------
+    def under(self, root: str) -> dict[str, Known]:
+        """Every cached file at or below absolute path ``root``, in one query."""
+        root = root.rstrip("/") or "/"
+        rows = self.conn.execute(
+            "SELECT * FROM stat_cache WHERE path = ? OR (path > ? AND path < ?)",
+            (root, root + "/", root + "0"),  # '0' sorts right after '/'
+        ).fetchall()
+        return {row[0]: _known(row) for row in rows}
+
+    def remember(self, files: dict[str, Known]) -> None:
+        """Record (or refresh) what is known of these absolute paths."""
+        if not files:
+            return
+        # Stamped now, after every file was written: the racy window is measured from here.
+        now = time.time_ns()
+        rows = [
+            (
+                p,
+                k.dev,
+                k.ino,
+                k.size,
+                k.mtime_ns,
+                k.ctime_ns,
+                now,
+                k.digest,
+                json.dumps(k.chunks) if k.chunks else "",
+            )
+            for p, k in files.items()
+        ]
+        with self._transaction() as conn:
+            conn.executemany("INSERT OR REPLACE INTO stat_cache VALUES (?,?,?,?,?,?,?,?,?)", rows)
+
+    def forget(self, paths: list[str]) -> None:
+        if paths:
+            with self._transaction() as conn:
+                conn.executemany("DELETE FROM stat_cache WHERE path = ?", [(p,) for p in paths])
+
+    # -- checkout records -------------------------------------------------
+    def checkout_of(self, dest: str, store_id: str) -> str | None:
+        """Manifest digest that ``dest`` was last checked out to from this store."""
+        row = self.conn.execute(
+            "SELECT manifest FROM checkouts WHERE dest = ? AND store_id = ?", (dest, store_id)
+        ).fetchone()
+        return row[0] if row else None
+
+    def record_checkout(
+        self, dest: str, store_id: str, work: str, path: str, number: int, manifest: str
+    ) -> None:
+        with self._transaction() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO checkouts VALUES (?,?,?,?,?,?)",
+                (dest, store_id, work, path, number, manifest),
+            )
+
+    def _transaction(self):
+        return _Transaction(self.conn)
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+
+class _Transaction:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.conn.execute("BEGIN IMMEDIATE")
+        return self.conn
+
+    def __exit__(self, kind, value, tb) -> None:
+        self.conn.execute("COMMIT" if kind is None else "ROLLBACK")
+
+
+def _known(row: tuple) -> Known:
+    _, dev, ino, size, mtime_ns, ctime_ns, recorded_ns, digest, chunks = row
+    parsed = tuple((d, s) for d, s in json.loads(chunks)) if chunks else ()
+    return Known(dev, ino, size, mtime_ns, ctime_ns, recorded_ns, digest, parsed)

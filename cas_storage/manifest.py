@@ -1,0 +1,260 @@
+"""Manifests: the file list of one snapshot, in a canonical byte encoding.
+
+A manifest is either a ``dir`` (entries for every file, symlink and folder below
+the snapshotted folder, by relative POSIX path) or a ``file`` (one entry, whose
+path is ``"."``). A file's content is one object (``chunks`` empty: the object
+is ``digest``) or a list of ``(digest, size)`` chunks. The manifest's own digest
+is the digest of its canonical encoding, so equal trees give equal manifests.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import stat
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from .errors import InvalidManifest
+from .hashing import digest_bytes, is_digest
+
+FORMAT = 1
+FILE, SYMLINK, DIR = "file", "symlink", "dir"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One file, symlink or folder of a snapshot.
+
+    >>> Entry("a.txt", FILE, 0o644, 5, "0" * 32).is_file
+    True
+    """
+
+    path: str
+    type: str
+    mode: int = 0o644
+    size: int = 0
+    digest: str = ""
+    chunks: tuple[tuple[str, int], ...] = ()
+    target: str = ""
+
+    @property
+    def is_file(self) -> bool:
+        return self.type == FILE
+
+    def objects(self) -> list[str]:
+        """Digests of the objects holding this entry's content."""
+        if self.type != FILE:
+            return []
+        return [d for d, _ in self.chunks] if self.chunks else [self.digest]
+
+    def to_json(self) -> dict:
+        out: dict = {"path": self.path, "type": self.type, "mode": self.mode}
+        if self.type == FILE:
+            out["size"] = self.size
+            out["digest"] = self.digest
+            if self.chunks:
+                out["chunks"] = [list(c) for c in self.chunks]
+        elif self.type == SYMLINK:
+            out["target"] = self.target
+        return out
+
+    @classmethod
+    def from_json(cls, raw: dict) -> Entry:
+        try:
+            return cls(
+                path=raw["path"],
+                type=raw["type"],
+                mode=raw["mode"],
+                size=raw.get("size", 0),
+                digest=raw.get("digest", ""),
+                chunks=tuple((d, s) for d, s in raw.get("chunks", ())),
+                target=raw.get("target", ""),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InvalidManifest(f"malformed manifest entry {raw!r}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A validated, sorted list of entries.
+
+    >>> m = Manifest.build("dir", [Entry("b", FILE, 0o644, 0, "99aa06d3014798d86001c324468d497f")])
+    >>> Manifest.decode(m.encode()) == m
+    True
+    """
+
+    kind: str
+    entries: tuple[Entry, ...] = field(default=())
+
+    @classmethod
+    def build(cls, kind: str, entries: Iterable[Entry]) -> Manifest:
+        manifest = cls(kind, tuple(sorted(entries, key=lambda e: e.path)))
+        manifest.validate()
+        return manifest
+
+    # -- encoding -----------------------------------------------------------
+    def encode(self) -> bytes:
+        body = {"format": FORMAT, "kind": self.kind, "entries": [e.to_json() for e in self.entries]}
+        return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+    def digest(self) -> str:
+        return digest_bytes(self.encode())
+
+    @classmethod
+    def decode(cls, data: bytes) -> Manifest:
+        """Parse and validate; raises ``InvalidManifest`` for anything malformed or unsafe."""
+        try:
+            body = json.loads(data)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise InvalidManifest(f"manifest is not valid JSON: {exc}") from None
+        if not isinstance(body, dict) or not isinstance(body.get("entries"), list):
+            raise InvalidManifest("manifest must be an object with an 'entries' list")
+        if body.get("format") != FORMAT:
+            raise InvalidManifest(f"unknown manifest format {body.get('format')!r}")
+        entries = [Entry.from_json(raw) for raw in body["entries"]]
+        manifest = cls(body.get("kind", ""), tuple(entries))
+        manifest.validate()
+        return manifest
+
+    # -- queries ------------------------------------------------------------
+    @property
+    def files(self) -> list[Entry]:
+        return [e for e in self.entries if e.type == FILE]
+
+    @property
+    def size(self) -> int:
+        return sum(e.size for e in self.entries if e.type == FILE)
+
+    def objects(self) -> set[str]:
+        """Every object digest the content of this manifest needs."""
+        return {d for e in self.entries for d in e.objects()}
+
+    def by_path(self) -> dict[str, Entry]:
+        return {e.path: e for e in self.entries}
+
+    def subtree(self, rel: str) -> Manifest:
+        """The manifest of the file or folder at ``rel`` inside this one.
+
+        Raises ``FileNotFoundError`` when ``rel`` is not in it.
+        """
+        rel = posixpath.normpath(rel)
+        if rel == ".":
+            return self
+        prefix = rel + "/"
+        inner = [e for e in self.entries if e.path.startswith(prefix)]
+        exact = next((e for e in self.entries if e.path == rel), None)
+        if exact is not None and exact.type != DIR:
+            return Manifest.build(FILE, [_replace_path(exact, ".")])
+        if exact is None and not inner:
+            raise FileNotFoundError(f"{rel} is not in this snapshot")
+        return Manifest.build(DIR, [_replace_path(e, e.path[len(prefix) :]) for e in inner])
+
+    # -- validation ---------------------------------------------------------
+    def validate(self) -> None:
+        """Reject anything that could write outside the destination or is ambiguous."""
+        if self.kind not in (FILE, DIR):
+            raise InvalidManifest(f"unknown manifest kind {self.kind!r}")
+        if self.kind == FILE:
+            if len(self.entries) != 1 or self.entries[0].path != "." or not self.entries[0].is_file:
+                raise InvalidManifest("a file manifest holds exactly one file entry named '.'")
+            _validate_content(self.entries[0])
+            return
+        types: dict[str, str] = {}
+        for entry in self.entries:
+            _validate_name(entry.path)
+            if entry.path in types:
+                raise InvalidManifest(f"duplicate entry {entry.path!r}")
+            types[entry.path] = entry.type
+            if entry.type == FILE:
+                _validate_content(entry)
+            elif entry.type == SYMLINK:
+                _validate_link(entry)
+            elif entry.type != DIR:
+                raise InvalidManifest(f"{entry.path!r} has unknown type {entry.type!r}")
+        for entry in self.entries:
+            parent = posixpath.dirname(entry.path)
+            # Every parent must be listed as a folder: a file or symlink there (or one
+            # already on the destination disk) would let a checkout write through it.
+            if parent and types.get(parent) != DIR:
+                raise InvalidManifest(f"{entry.path!r} lies below {parent!r}, not a listed folder")
+
+
+def _replace_path(entry: Entry, path: str) -> Entry:
+    return Entry(path, entry.type, entry.mode, entry.size, entry.digest, entry.chunks, entry.target)
+
+
+def _validate_name(path: str) -> None:
+    if not isinstance(path, str) or not path:
+        raise InvalidManifest(f"empty or non-text entry name {path!r}")
+    if "\0" in path:
+        raise InvalidManifest(f"entry name {path!r} contains NUL")
+    if path.startswith("/"):
+        raise InvalidManifest(f"entry name {path!r} is absolute")
+    parts = path.split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        raise InvalidManifest(f"entry name {path!r} has an empty, '.' or '..' component")
+
+
+def _validate_content(entry: Entry) -> None:
+    if not isinstance(entry.mode, int) or entry.mode & ~0o7777:
+        raise InvalidManifest(f"{entry.path!r} has invalid mode {entry.mode!r}")
+    if not isinstance(entry.size, int) or entry.size < 0:
+        raise InvalidManifest(f"{entry.path!r} has invalid size {entry.size!r}")
+    if not is_digest(entry.digest):
+        raise InvalidManifest(f"{entry.path!r} has invalid digest {entry.digest!r}")
+    if entry.chunks:
+        if any(not is_digest(d) or not isinstance(s, int) or s <= 0 for d, s in entry.chunks):
+            raise InvalidManifest(f"{entry.path!r} has an invalid chunk list")
+        if sum(s for _, s in entry.chunks) != entry.size:
+            raise InvalidManifest(f"{entry.path!r}: chunk sizes do not add up to its size")
+
+
+def _validate_link(entry: Entry) -> None:
+    target = entry.target
+    if not target or "\0" in target or target.startswith("/"):
+        raise InvalidManifest(f"symlink {entry.path!r} -> {target!r} points outside the tree")
+    resolved = posixpath.normpath(posixpath.join(posixpath.dirname(entry.path), target))
+    if resolved == ".." or resolved.startswith("../"):
+        raise InvalidManifest(f"symlink {entry.path!r} -> {target!r} points outside the tree")
+
+
+def link_stays_inside(rel_path: str, target: str) -> bool:
+    """Whether a symlink at ``rel_path`` pointing to ``target`` stays in the tree."""
+    try:
+        _validate_link(Entry(rel_path, SYMLINK, target=target))
+    except InvalidManifest:
+        return False
+    return True
+
+
+def mode_bits(st_mode: int) -> int:
+    """The permission bits a manifest records (no file-type bits)."""
+    return stat.S_IMODE(st_mode)
+
+
+@dataclass(frozen=True)
+class Diff:
+    """What changed from one manifest to another, by path."""
+
+    added: list[str]
+    removed: list[str]
+    changed: list[str]
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.removed or self.changed)
+
+
+def diff(old: Manifest, new: Manifest) -> Diff:
+    """Paths added, removed and changed (content, type, mode or link target).
+
+    >>> a = Manifest.build("dir", [Entry("x", "dir", 0o755)])
+    >>> diff(a, Manifest.build("dir", [])).removed
+    ['x']
+    """
+    before, after = old.by_path(), new.by_path()
+    return Diff(
+        added=sorted(after.keys() - before.keys()),
+        removed=sorted(before.keys() - after.keys()),
+        changed=sorted(p for p in before.keys() & after.keys() if before[p] != after[p]),
+    )

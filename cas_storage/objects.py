@@ -1,0 +1,174 @@
+"""The object database: immutable byte strings stored under their digest.
+
+``ObjectStore`` works over any fsspec filesystem (``memory://``, S3, ...).
+``LocalObjects`` is the same contract for a local folder, with plain ``os``
+calls on the hot paths and atomic writes (temp file in the same folder, then
+``os.replace``) so a reader never sees half an object.
+
+Layout, relative to the store root: ``objects/ab/cdef...`` — fanned out by the
+first two hex digits of the digest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import posixpath
+import secrets
+from collections.abc import Iterator
+
+import fsspec
+
+from .errors import CorruptObject, MissingObject
+from .hashing import digest_bytes, is_digest
+
+TEMP_MARK = ".tmp-"
+
+
+def _check(digest: str) -> None:
+    if not is_digest(digest):
+        raise ValueError(f"not an object digest: {digest!r}")
+
+
+class ObjectStore:
+    """Content-addressed objects in ``root/objects`` of an fsspec filesystem.
+
+    >>> import fsspec
+    >>> objects = ObjectStore(fsspec.filesystem("memory"), "/doc-example")
+    >>> digest = objects.put(b"hello")
+    >>> objects.read(digest)
+    b'hello'
+    """
+
+    def __init__(self, fs: fsspec.AbstractFileSystem, root: str) -> None:
+        self.fs = fs
+        self.root = root.rstrip("/")
+        self.dir = posixpath.join(self.root, "objects")
+
+    def path(self, digest: str) -> str:
+        """Where the object lives (does not check that it exists)."""
+        _check(digest)
+        return posixpath.join(self.dir, digest[:2], digest[2:])
+
+    def has(self, digest: str) -> bool:
+        return self.fs.exists(self.path(digest))
+
+    def size(self, digest: str) -> int:
+        try:
+            return self.fs.size(self.path(digest))
+        except FileNotFoundError:
+            raise MissingObject(digest) from None
+
+    def put(self, data: bytes | bytearray | memoryview, digest: str | None = None) -> str:
+        """Store ``data`` unless present; return its digest. Objects are never rewritten."""
+        digest = digest or digest_bytes(data)
+        target = self.path(digest)
+        if not self.fs.exists(target):
+            # Objects are written once; S3-like stores make the write itself atomic.
+            self.fs.pipe_file(target, bytes(data))
+        return digest
+
+    def read(self, digest: str, verify: bool = True, where: str = "") -> bytes:
+        """The object's bytes; with ``verify``, raise ``CorruptObject`` on a mismatch."""
+        try:
+            data = self.fs.cat_file(self.path(digest))
+        except FileNotFoundError:
+            raise MissingObject(digest, where) from None
+        if verify and (got := digest_bytes(data)) != digest:
+            raise CorruptObject(digest, got, where)
+        return data
+
+    def delete(self, digest: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.fs.rm_file(self.path(digest))
+
+    def __iter__(self) -> Iterator[str]:
+        """Every stored digest (order unspecified)."""
+        if not self.fs.exists(self.dir):
+            return
+        for fan in self.fs.ls(self.dir, detail=False):
+            prefix = posixpath.basename(fan.rstrip("/"))
+            for name in self.fs.ls(fan, detail=False):
+                rest = posixpath.basename(name)
+                if is_digest(prefix + rest):
+                    yield prefix + rest
+
+
+class LocalObjects(ObjectStore):
+    """``ObjectStore`` for a local folder: direct syscalls and atomic renames.
+
+    ``fsync=True`` flushes each object to disk before it becomes visible, for
+    stores that must survive power loss, not just process crashes.
+    """
+
+    def __init__(self, root: str, fsync: bool = False) -> None:
+        super().__init__(fsspec.filesystem("file"), os.path.abspath(root))
+        self.fsync = fsync
+        self._made: set[str] = set()
+
+    def has(self, digest: str) -> bool:
+        return os.path.exists(self.path(digest))
+
+    def size(self, digest: str) -> int:
+        try:
+            return os.stat(self.path(digest)).st_size
+        except FileNotFoundError:
+            raise MissingObject(digest) from None
+
+    def put(self, data: bytes | bytearray | memoryview, digest: str | None = None) -> str:
+        digest = digest or digest_bytes(data)
+        target = self.path(digest)
+        if os.path.exists(target):
+            return digest
+        folder = os.path.dirname(target)
+        if folder not in self._made:
+            os.makedirs(folder, exist_ok=True)
+            self._made.add(folder)
+        temp = f"{target}{TEMP_MARK}{secrets.token_hex(6)}"
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
+        try:
+            with open(fd, "wb", closefd=True) as out:
+                out.write(data)
+                if self.fsync:
+                    out.flush()
+                    os.fsync(out.fileno())
+            os.replace(temp, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+            raise
+        return digest
+
+    def read(self, digest: str, verify: bool = True, where: str = "") -> bytes:
+        try:
+            with open(self.path(digest), "rb") as stream:
+                data = stream.read()
+        except FileNotFoundError:
+            raise MissingObject(digest, where) from None
+        if verify and (got := digest_bytes(data)) != digest:
+            raise CorruptObject(digest, got, where)
+        return data
+
+    def delete(self, digest: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path(digest))
+
+    def __iter__(self) -> Iterator[str]:
+        if not os.path.isdir(self.dir):
+            return
+        for fan in os.scandir(self.dir):
+            if not fan.is_dir():
+                continue
+            for entry in os.scandir(fan.path):
+                if is_digest(fan.name + entry.name):
+                    yield fan.name + entry.name
+
+    def temp_files(self) -> Iterator[str]:
+        """Leftovers of writers that died mid-write (safe to delete when old)."""
+        if not os.path.isdir(self.dir):
+            return
+        for fan in os.scandir(self.dir):
+            if fan.is_dir():
+                for entry in os.scandir(fan.path):
+                    if TEMP_MARK in entry.name:
+                        yield entry.path

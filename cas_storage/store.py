@@ -1,0 +1,181 @@
+"""``Store``: objects + catalog + this machine's local state, behind one facade.
+
+>>> import tempfile, os
+>>> root = tempfile.mkdtemp()
+>>> store = Store.open(os.path.join(root, ".cas"), state=os.path.join(root, "state.db"))
+>>> os.makedirs(os.path.join(root, "ckpt"))
+>>> _ = open(os.path.join(root, "ckpt", "w.bin"), "wb").write(b"weights")
+>>> store.snapshot("root.train", "ckpt", os.path.join(root, "ckpt")).number
+1
+>>> store.checkout("root.train", "ckpt", os.path.join(root, "copy")).files_transferred
+1
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+
+from . import checkout as _checkout
+from . import snapshot as _snapshot
+from .catalog import Catalog, SQLiteCatalog, Version
+from .checkout import GetResult, load_manifest
+from .localstate import LocalState
+from .manifest import Manifest
+from .objects import LocalObjects, ObjectStore
+
+DEFAULT_URL = "./.cas"
+
+
+def default_url() -> str:
+    """``$CAS_STORE`` or ``./.cas``."""
+    return os.environ.get("CAS_STORE") or DEFAULT_URL
+
+
+def normalize_key(path: str) -> str:
+    """The catalog key of a shared path: relative, POSIX, no ``..``.
+
+    >>> normalize_key("./outputs//ckpt/")
+    'outputs/ckpt'
+    """
+    text = str(path)
+    if not text or "\0" in text:
+        raise ValueError(f"invalid shared path {path!r}: empty or contains NUL")
+    if text.startswith("/"):
+        raise ValueError(f"shared path {path!r} must be relative to the work's root")
+    norm = posixpath.normpath(text)
+    if norm == ".." or norm.startswith("../"):
+        raise ValueError(f"shared path {path!r} escapes the work's root")
+    return norm
+
+
+def _check_work(work: str) -> str:
+    if not isinstance(work, str) or not work or "\0" in work:
+        raise ValueError(f"invalid work name {work!r}")
+    return work
+
+
+class Store:
+    """A content-addressed store: snapshot folders into versions, check versions out."""
+
+    def __init__(self, objects: ObjectStore, catalog: Catalog, state: LocalState, url: str) -> None:
+        self.objects = objects
+        self.catalog = catalog
+        self.state = state
+        self.url = url
+
+    @classmethod
+    def open(
+        cls,
+        url: str | os.PathLike[str] | None = None,
+        *,
+        state: str | None = None,
+        create: bool = True,
+        fsync: bool = False,
+    ) -> Store:
+        """Open (or create) the store at ``url``: a local folder, default ``$CAS_STORE``/``./.cas``.
+
+        ``state`` is this machine's stat-cache file (default ``$CAS_STATE`` or
+        ``~/.cache/cas_storage/state.db``). ``create=False`` raises
+        ``FileNotFoundError`` instead of creating a missing store.
+        """
+        url = os.fspath(url) if url is not None else default_url()
+        if url.startswith("file://"):
+            url = url[len("file://") :]
+        if "://" in url:
+            raise ValueError(f"store {url!r}: only local folders are supported as stores so far")
+        root = os.path.abspath(url)
+        catalog_file = os.path.join(root, "catalog.db")
+        if not os.path.exists(catalog_file):
+            if not create:
+                raise FileNotFoundError(f"no store at {root} (no catalog.db)")
+            os.makedirs(os.path.join(root, "objects"), exist_ok=True)
+        elif not os.path.isdir(os.path.join(root, "objects")):
+            os.makedirs(os.path.join(root, "objects"), exist_ok=True)
+        catalog = SQLiteCatalog(catalog_file)
+        return cls(LocalObjects(root, fsync=fsync), catalog, LocalState(state), root)
+
+    @property
+    def store_id(self) -> str:
+        return getattr(self.catalog, "store_id", self.url)
+
+    # -- writing and reading trees ------------------------------------------
+    def snapshot(self, work: str, path: str, source: str | os.PathLike[str]) -> Version:
+        """Record the local file or folder ``source`` as the next version of ``(work, path)``."""
+        return _snapshot.snapshot(
+            self.objects,
+            self.catalog,
+            self.state,
+            _check_work(work),
+            normalize_key(path),
+            os.fspath(source),
+        )
+
+    def checkout(
+        self,
+        work: str,
+        path: str,
+        dest: str | os.PathLike[str],
+        version: int | None = None,
+        overwrite: bool = False,
+        inner: str = ".",
+    ) -> GetResult:
+        """Materialize a version of ``(work, path)`` (default latest) at ``dest``."""
+        return _checkout.checkout(
+            self.objects,
+            self.catalog,
+            self.state,
+            self.store_id,
+            _check_work(work),
+            normalize_key(path),
+            os.fspath(dest),
+            version,
+            overwrite,
+            inner,
+        )
+
+    # -- questions ------------------------------------------------------------
+    def versions(self, work: str, path: str) -> list[Version]:
+        """Versions of ``(work, path)``, oldest first."""
+        return self.catalog.versions(work, normalize_key(path))
+
+    def version(self, work: str, path: str, number: int | None = None) -> Version:
+        """One version (default latest); ``FileNotFoundError``/``UnknownVersion`` if absent."""
+        return self.catalog.get(work, normalize_key(path), number)
+
+    def exists(self, work: str, path: str) -> bool:
+        """Whether ``(work, path)`` has at least one version."""
+        return self.catalog.latest(work, normalize_key(path)) is not None
+
+    def manifest(self, version: Version) -> Manifest:
+        return load_manifest(self.objects, version.manifest)
+
+    def works(self) -> list[str]:
+        return self.catalog.works()
+
+    def paths(self, work: str) -> list[str]:
+        return self.catalog.paths(work)
+
+    def resolve(self, work: str, path: str) -> tuple[str, str] | None:
+        """The stored path that holds ``path`` (itself or its nearest stored parent).
+
+        Returns ``(stored path, path inside it)``, or ``None`` when nothing holds it.
+
+        >>> # e.g. ("outputs/ckpt", "model.pt") for "outputs/ckpt/model.pt"
+        """
+        key = normalize_key(path)
+        candidate, inner = key, "."
+        while True:
+            if self.catalog.latest(work, candidate) is not None:
+                return candidate, inner
+            if candidate in (".", ""):
+                return None
+            head, tail = posixpath.split(candidate)
+            inner = tail if inner == "." else f"{tail}/{inner}"
+            candidate = head or "."
+
+    def close(self) -> None:
+        for part in (self.catalog, self.state):
+            close = getattr(part, "close", None)
+            if close:
+                close()
