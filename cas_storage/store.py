@@ -16,12 +16,15 @@ from __future__ import annotations
 import os
 import posixpath
 
+import fsspec
+
 from . import checkout as _checkout
 from . import snapshot as _snapshot
 from .catalog import Catalog, SQLiteCatalog, Version
 from .checkout import GetResult, load_manifest
 from .localstate import LocalState
 from .manifest import Manifest
+from .objcatalog import ObjectCatalog
 from .objects import LocalObjects, ObjectStore
 
 DEFAULT_URL = "./.cas"
@@ -73,7 +76,11 @@ class Store:
         create: bool = True,
         fsync: bool = False,
     ) -> Store:
-        """Open (or create) the store at ``url``: a local folder, default ``$CAS_STORE``/``./.cas``.
+        """Open (or create) the store at ``url``, default ``$CAS_STORE`` or ``./.cas``.
+
+        A local folder holds ``objects/`` and ``catalog.db`` (SQLite). An fsspec
+        URL (``s3://bucket/prefix``, ``memory://name``) holds ``objects/``,
+        ``meta.json`` and ``catalog/`` (one small immutable object per version).
 
         ``state`` is this machine's stat-cache file (default ``$CAS_STATE`` or
         ``~/.cache/cas_storage/state.db``). ``create=False`` raises
@@ -83,17 +90,21 @@ class Store:
         if url.startswith("file://"):
             url = url[len("file://") :]
         if "://" in url:
-            raise ValueError(f"store {url!r}: only local folders are supported as stores so far")
+            return cls._open_remote(url, state, create)
         root = os.path.abspath(url)
         catalog_file = os.path.join(root, "catalog.db")
-        if not os.path.exists(catalog_file):
-            if not create:
-                raise FileNotFoundError(f"no store at {root} (no catalog.db)")
-            os.makedirs(os.path.join(root, "objects"), exist_ok=True)
-        elif not os.path.isdir(os.path.join(root, "objects")):
-            os.makedirs(os.path.join(root, "objects"), exist_ok=True)
+        if not os.path.exists(catalog_file) and not create:
+            raise FileNotFoundError(f"no store at {root} (no catalog.db)")
+        os.makedirs(os.path.join(root, "objects"), exist_ok=True)
         catalog = SQLiteCatalog(catalog_file)
         return cls(LocalObjects(root, fsync=fsync), catalog, LocalState(state), root)
+
+    @classmethod
+    def _open_remote(cls, url: str, state: str | None, create: bool) -> Store:
+        fs, root = fsspec.core.url_to_fs(url)
+        if not create and not fs.exists(f"{root.rstrip('/')}/meta.json"):
+            raise FileNotFoundError(f"no store at {url} (no meta.json)")
+        return cls(ObjectStore(fs, root), ObjectCatalog(fs, root), LocalState(state), url)
 
     @property
     def store_id(self) -> str:
