@@ -414,3 +414,21 @@ def test_delete_and_list_errors(env):
         b.drive(drive, "list", "mine.txt")
     with pytest.raises(FileNotFoundError):
         b.drive(drive, "list", "folder", component_name="root.b")
+
+
+def test_docs_example_producer_and_consumer(env):
+    """The exchange shown in docs/drive.md, with the works as real processes."""
+    producer, consumer, drive_id, _ = env
+    drive = Drive(drive_id)
+    consumer.send(_timed_get, drive, "reports/summary.json", timeout=30)
+    producer(_write, {"reports/summary.json": '{"accuracy": 0.93}', "reports/notes.txt": "3"})
+    producer.drive(drive, "put", "reports")
+    outcome, _ = consumer.receive()
+    assert outcome == "ok"
+    assert consumer(_read, "reports") == {"summary.json": b'{"accuracy": 0.93}'}
+    consumer(_write, {"reports/reply.txt": "looks good"})
+    consumer.drive(drive, "put", "reports/reply.txt")
+    assert producer.drive(drive, "list", "reports") == ["notes.txt", "reply.txt", "summary.json"]
+    assert producer.drive(drive, "list", "reports", component_name="root.b") == ["reply.txt"]
+    producer.drive(drive, "get", "reports/reply.txt")
+    assert producer(_read, "reports/reply.txt") == b"looks good"
