@@ -391,6 +391,9 @@ def test_put_errors(env, cluster):
     with pytest.raises(ValueError, match="not the root"):
         a.drive(drive, "put", ".")
     assert a.drive(drive, "list") == []
+    a(_write, {"inside/ok.txt": "ok"})
+    a.drive(drive, "put", str(a.root / "inside" / "ok.txt"))  # absolute, but inside the root
+    assert a.drive(drive, "list", "lit://inside") == ["ok.txt"]
 
 
 def test_delete_and_list_errors(env):
