@@ -2,6 +2,7 @@
 
 from .catalog import Version
 from .checkout import GetResult
+from .drive import Drive
 from .errors import CasError, CorruptObject, MissingObject, UnknownVersion
 from .manifest import Entry, Manifest
 from .path import Path
@@ -10,6 +11,7 @@ from .store import Store
 __all__ = [
     "CasError",
     "CorruptObject",
+    "Drive",
     "Entry",
     "GetResult",
     "Manifest",
