@@ -129,6 +129,8 @@ class SQLiteCatalog(Catalog):
     def _setup(self) -> str:
         try:
             conn = self.conn
+            # A newer format is refused before anything (journal mode, tables) is written to it.
+            self._check_format(self._meta())
             if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
                 conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
@@ -158,16 +160,31 @@ class SQLiteCatalog(Catalog):
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
-            meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+            meta = self._meta()
         except sqlite3.DatabaseError as exc:
             raise StoreFormatError(f"{self.filename} is damaged or not a catalog: {exc}") from None
-        found = int(meta.get("format", "0"))
+        self._check_format(meta)
+        return meta["store_id"]
+
+    def _meta(self) -> dict[str, str]:
+        """The ``meta`` table as a dict; ``{}`` for a new, empty database."""
+        conn = self.conn
+        if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchall():
+            return {}
+        return dict(conn.execute("SELECT key, value FROM meta").fetchall())
+
+    def _check_format(self, meta: dict[str, str]) -> None:
+        try:
+            found = int(meta.get("format", "0"))
+        except ValueError:
+            raise StoreFormatError(
+                f"{self.filename} has an unreadable format marker {meta.get('format')!r}"
+            ) from None
         if found > FORMAT:
             raise StoreFormatError(
                 f"{self.filename} uses catalog format {found}, newer than this cas_storage "
                 f"understands ({FORMAT}); upgrade cas_storage to read it"
             )
-        return meta["store_id"]
 
     def _query(self, sql: str, params: tuple = ()) -> list[tuple]:
         try:
