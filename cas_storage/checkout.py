@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from .catalog import Catalog
-from .errors import CasError, CorruptObject
+from .errors import CasError, CorruptObject, InvalidManifest
 from .hashing import Hasher, digest_bytes, digest_file
 from .localstate import Known, LocalState, known_from_stat
 from .manifest import DIR, FILE, SYMLINK, Entry, Manifest
@@ -42,9 +42,21 @@ class GetResult:
     bytes_transferred: int
 
 
-def load_manifest(objects: ObjectStore, digest: str) -> Manifest:
-    """Read, verify and validate a manifest (memoized: manifests are immutable)."""
-    return _load_manifest(objects, digest)
+def load_manifest(objects: ObjectStore, digest: str, owner: str = "") -> Manifest:
+    """Read, verify and validate a manifest (memoized: manifests are immutable).
+
+    ``owner`` (e.g. ``"root.train:ckpt version 3"``) is named in every error, so a
+    damaged or hostile manifest can be traced to the version that points at it.
+    """
+    try:
+        return _load_manifest(objects, digest)
+    except CasError as exc:
+        if not owner:
+            raise
+        if isinstance(exc, InvalidManifest):
+            raise InvalidManifest(f"manifest {digest} of {owner} is invalid: {exc}") from None
+        exc.args = (f"{exc} (the manifest of {owner})",)
+        raise
 
 
 @lru_cache(maxsize=64)
@@ -70,11 +82,11 @@ def checkout(
     ``FileExistsError`` when ``dest`` exists and ``overwrite`` is false.
     """
     v = catalog.get(work, path, version)
-    manifest = load_manifest(objects, v.manifest).subtree(inner)
+    label = f"{work}:{path}" + ("" if inner == "." else f"/{inner}") + f" version {v.number}"
+    manifest = load_manifest(objects, v.manifest, label).subtree(inner)
     dest = os.path.abspath(dest)
     if os.path.lexists(dest) and not overwrite:
         raise FileExistsError(errno.EEXIST, "exists; pass overwrite=True to replace it", dest)
-    label = f"{work}:{path}" + ("" if inner == "." else f"/{inner}") + f" version {v.number}"
     writer = _Writer(objects, state.under(dest), label)
     if manifest.kind == FILE:
         writer.file(dest, manifest.entries[0])
