@@ -121,8 +121,13 @@ class LocalObjects(ObjectStore):
     def put(self, data: bytes | bytearray | memoryview, digest: str | None = None) -> str:
         digest = digest or digest_bytes(data)
         target = self.path(digest)
-        if os.path.exists(target):
-            return digest
+        try:
+            # A present object of the wrong size is damaged: rewrite it rather than let
+            # a new version reference it. (Same-size damage needs a re-hash: verify.)
+            if os.stat(target).st_size == len(data):
+                return digest
+        except FileNotFoundError:
+            pass
         folder = os.path.dirname(target)
         if folder not in self._made:
             os.makedirs(folder, exist_ok=True)
