@@ -9,6 +9,7 @@ number first — which an object store can also offer with a conditional put.
 
 from __future__ import annotations
 
+import errno
 import os
 import sqlite3
 import threading
@@ -22,6 +23,9 @@ from .errors import StoreFormatError, UnknownVersion, VersionExists
 
 FORMAT = 1
 BUSY_TIMEOUT_MS = 60_000
+# SQLite primary result codes (sqlite3 exposes them as constants only from Python 3.11).
+_SQLITE_PERM, _SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_READONLY = 3, 5, 6, 8
+_SQLITE_IOERR, _SQLITE_FULL, _SQLITE_CANTOPEN = 10, 13, 14
 
 
 @dataclass(frozen=True)
@@ -162,9 +166,30 @@ class SQLiteCatalog(Catalog):
                 raise
             meta = self._meta()
         except sqlite3.DatabaseError as exc:
-            raise StoreFormatError(f"{self.filename} is damaged or not a catalog: {exc}") from None
+            raise self._failure(exc, "is damaged or not a catalog") from None
         self._check_format(meta)
         return meta["store_id"]
+
+    def _failure(self, exc: sqlite3.DatabaseError, damaged: str = "is damaged") -> Exception:
+        """The error to raise for a failed SQLite call: only real damage is a format error.
+
+        A full disk, a read-only file or a lock held too long say nothing about the
+        catalog's health; they become ``OSError``/``TimeoutError`` naming the file.
+        """
+        code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
+        text = str(exc).lower()
+        if code == _SQLITE_FULL or "disk is full" in text:
+            return OSError(errno.ENOSPC, f"no space for the catalog ({exc})", self.filename)
+        if code in (_SQLITE_PERM, _SQLITE_READONLY) or "readonly" in text:
+            return PermissionError(errno.EACCES, f"cannot write the catalog ({exc})", self.filename)
+        if code in (_SQLITE_BUSY, _SQLITE_LOCKED) or "locked" in text:
+            return TimeoutError(
+                f"{self.filename} stayed locked by another writer for "
+                f"{BUSY_TIMEOUT_MS // 1000} s ({exc})"
+            )
+        if code in (_SQLITE_IOERR, _SQLITE_CANTOPEN) or "unable to open" in text:
+            return OSError(errno.EIO, f"cannot read or write the catalog ({exc})", self.filename)
+        return StoreFormatError(f"{self.filename} {damaged}: {exc}")
 
     def _meta(self) -> dict[str, str]:
         """The ``meta`` table as a dict; ``{}`` for a new, empty database."""
@@ -190,7 +215,7 @@ class SQLiteCatalog(Catalog):
         try:
             return self.conn.execute(sql, params).fetchall()
         except sqlite3.DatabaseError as exc:
-            raise StoreFormatError(f"{self.filename} is damaged: {exc}") from None
+            raise self._failure(exc) from None
 
     def works(self) -> list[str]:
         return [w for (w,) in self._query("SELECT DISTINCT work FROM versions ORDER BY work")]
@@ -226,7 +251,7 @@ class SQLiteCatalog(Catalog):
         except sqlite3.IntegrityError:
             raise VersionExists(v.work, v.path, v.number) from None
         except sqlite3.DatabaseError as exc:
-            raise StoreFormatError(f"{self.filename} is damaged: {exc}") from None
+            raise self._failure(exc) from None
 
     def delete(self, version: Version) -> None:
         self._query(
