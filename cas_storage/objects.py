@@ -141,9 +141,11 @@ class LocalObjects(ObjectStore):
                     out.flush()
                     os.fsync(out.fileno())
             os.replace(temp, target)
-        except BaseException:
+        except BaseException as exc:
             with contextlib.suppress(OSError):
                 os.unlink(temp)
+            if isinstance(exc, OSError):  # write() errors (ENOSPC) name no file: name it
+                raise OSError(exc.errno, f"{exc.strerror} while storing an object", target) from exc
             raise
         return digest
 
