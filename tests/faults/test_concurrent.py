@@ -16,6 +16,7 @@ import sys
 import textwrap
 import time
 
+import pytest
 from faultkit import read_files, tree_for, verify_objects, write_exact
 
 from cas_storage import Store
@@ -119,3 +120,27 @@ def test_store_locked_by_a_killed_writer_does_not_block(tmp_path):
     assert version.number == 2 and version.manifest != "ab" * 16
     assert read_files(tmp_path / "dest") == tree_for("after")
     assert os.path.exists(str(store_dir / "catalog.db"))
+
+
+def test_a_lock_held_too_long_is_a_clear_timeout_not_a_hang(tmp_path):
+    store_dir, state = tmp_path / ".cas", str(tmp_path / "state.db")
+    store = Store.open(store_dir, state=state)
+    src = tmp_path / "src"
+    src.mkdir()
+    write_exact(src, tree_for("waiting"))
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(store_dir / "catalog.db"), "DELETE FROM meta"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        store.catalog.conn.execute("PRAGMA busy_timeout=300")  # instead of the default 60 s
+        started = time.monotonic()
+        with pytest.raises(TimeoutError, match="catalog.db.*locked"):
+            store.snapshot(WORK, PATH, src)
+        assert time.monotonic() - started < 5
+    finally:
+        holder.kill()
+        holder.wait()
+    assert store.snapshot(WORK, PATH, src).number == 1  # and proceeds once it is released

@@ -116,3 +116,17 @@ def test_writers_killed_at_random_moments_lose_nothing(tmp_path):
         f"{len(numbers) - len(finished)} unreported versions all intact, "
         f"{objects_checked} objects verified, {stale} stale object temp files removed"
     )
+
+
+def test_stale_object_temp_files_are_removed_only_when_old(store, tmp_path):
+    digest = store.objects.put(b"payload")
+    base = store.objects.path(digest)
+    old, fresh = f"{base}.tmp-dead01", f"{base}.tmp-live02"
+    for name in (old, fresh):
+        with open(name, "wb") as out:
+            out.write(b"pay")  # a writer died (or is still writing) half-way
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    assert store.objects.put(b"payload") == digest and list(store.objects) == [digest]
+    assert store.objects.remove_stale_temps() == 1
+    assert not os.path.exists(old) and os.path.exists(fresh)  # a live writer keeps its file
+    assert store.objects.read(digest) == b"payload"
