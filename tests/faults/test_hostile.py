@@ -220,3 +220,28 @@ def test_unreadable_format_marker_is_refused(tmp_path):
         conn.execute("UPDATE meta SET value='two' WHERE key='format'")
     with pytest.raises(StoreFormatError, match="format"):
         Store.open(store_dir, state=str(tmp_path / "state.db"))
+
+
+def test_symlinks_planted_in_the_destination_are_replaced_not_followed(store, tmp_path):
+    """Local links where the snapshot has files or folders never let a checkout write outside."""
+    outside = tmp_path / "outside"
+    write_tree(outside, {"victim.txt": "do not touch"})
+    src = write_tree(tmp_path / "src", {"a.txt": "A", "d/x.txt": "X"})
+    store.snapshot("w", "p", src)
+    dest = tmp_path / "dest"
+    store.checkout("w", "p", dest)
+    (dest / "a.txt").unlink()
+    os.symlink(outside / "victim.txt", dest / "a.txt")  # a file entry's place
+    os.rename(dest / "d", tmp_path / "old-d")
+    os.symlink(outside, dest / "d")  # a folder entry's place
+    store.checkout("w", "p", dest, overwrite=True)
+    assert read_files(outside) == {"victim.txt": b"do not touch"}
+    assert not (dest / "a.txt").is_symlink() and not (dest / "d").is_symlink()
+    assert read_files(dest) == {"a.txt": b"A", "d/x.txt": b"X"}
+    # A single-file checkout onto a planted link replaces the link too.
+    (tmp_path / "m").write_text("model")
+    store.snapshot("w", "m", tmp_path / "m")
+    os.symlink(outside / "victim.txt", tmp_path / "m-dest")
+    store.checkout("w", "m", tmp_path / "m-dest", overwrite=True)
+    assert (outside / "victim.txt").read_text() == "do not touch"
+    assert (tmp_path / "m-dest").read_text() == "model"
