@@ -49,17 +49,22 @@ def _reports(out: str) -> tuple[dict[int, str], list[str]]:
     return finished, errors
 
 
-def _kill_forked(rng: random.Random, args: tuple[str, ...]) -> None:
-    pid = os.fork()
-    if pid == 0:  # the child: work until killed; never return into pytest
-        try:
-            crash_child.run(*args)
-        finally:
-            os._exit(1)
-    time.sleep(rng.uniform(0.001, 0.15))
-    os.kill(pid, signal.SIGKILL)
-    _, status = os.waitpid(pid, 0)
-    assert os.WIFSIGNALED(status), f"writer {args[4]} stopped on its own: status {status}"
+def _kill_forked(rng: random.Random, *writers: tuple[str, ...]) -> None:
+    """Fork one child per writer (they run at once), then kill each at its own moment."""
+    pids = []
+    for args in writers:
+        pid = os.fork()
+        if pid == 0:  # the child: work until killed; never return into pytest
+            try:
+                crash_child.run(*args)
+            finally:
+                os._exit(1)
+        pids.append(pid)
+    for pid, args in zip(pids, writers, strict=True):
+        time.sleep(rng.uniform(0.001, 0.15))
+        os.kill(pid, signal.SIGKILL)
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFSIGNALED(status), f"writer {args[4]} stopped on its own: status {status}"
 
 
 def _kill_script(rng: random.Random, args: tuple[str, ...]) -> None:
@@ -77,7 +82,14 @@ def test_writers_killed_at_random_moments_lose_nothing(tmp_path):
     for round_ in range(FORKED_KILLS + SCRIPT_KILLS):
         args = (store_dir, state, str(tmp_path / f"src{round_}"), str(dest), f"r{round_}", out)
         # Script kills come first: the store may not exist yet, so open/create gets killed too.
-        (_kill_script if round_ < SCRIPT_KILLS else _kill_forked)(rng, args)
+        if round_ < SCRIPT_KILLS:
+            _kill_script(rng, args)
+        elif round_ % 4:
+            _kill_forked(rng, args)
+        else:  # a second writer of the same path at once, so kills also land mid-contention
+            other = (store_dir, state, str(tmp_path / f"src{round_}b"), str(tmp_path / "dest-b"))
+            _kill_forked(rng, args, (*other, f"r{round_}b", out))
+            kills += 1
         kills += 1
     finished, errors = _reports(out)
     assert errors == [], "a writer failed instead of being killed:\n" + "\n".join(errors)

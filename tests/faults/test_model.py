@@ -123,7 +123,7 @@ class StoreModel(RuleBasedStateMachine):
 
 
 StoreModel.TestCase.settings = settings(
-    max_examples=int(os.environ.get("CAS_MODEL_EXAMPLES", 30)),
+    max_examples=int(os.environ.get("CAS_MODEL_EXAMPLES", 50)),
     stateful_step_count=25,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
