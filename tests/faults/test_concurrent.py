@@ -17,9 +17,9 @@ import textwrap
 import time
 
 import pytest
-from faultkit import read_files, tree_for, verify_objects, write_exact
 
 from cas_storage import Store
+from faults.faultkit import read_files, tree_for, verify_objects, write_exact
 
 WRITERS, SNAPSHOTS = 8, 25
 WORK, PATH = "root.train", "ckpt"

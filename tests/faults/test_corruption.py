@@ -13,10 +13,10 @@ import pathlib
 
 import pytest
 from conftest import write_tree
-from faultkit import all_temp_files, read_files
 
 from cas_storage import Store
 from cas_storage.errors import CorruptObject, MissingObject
+from faults.faultkit import all_temp_files, read_files
 
 
 def _flip(path: str) -> None:

@@ -25,10 +25,9 @@ import subprocess
 import sys
 import time
 
-import crash_child
-from faultkit import all_temp_files, read_files, tree_for, verify_objects, write_exact
-
 from cas_storage import Store
+from faults import crash_child
+from faults.faultkit import all_temp_files, read_files, tree_for, verify_objects, write_exact
 
 FORKED_KILLS = 60
 SCRIPT_KILLS = 6

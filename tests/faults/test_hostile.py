@@ -16,12 +16,12 @@ from datetime import datetime, timezone
 
 import pytest
 from conftest import write_tree
-from faultkit import read_files
 
 from cas_storage import Path, Store
 from cas_storage.catalog import Version
 from cas_storage.context import WorkContext, installed
 from cas_storage.errors import CasError, StoreFormatError
+from faults.faultkit import read_files
 
 CONTENT = b"evil bytes"
 

@@ -13,9 +13,9 @@ import sqlite3
 
 import pytest
 from conftest import write_tree
-from faultkit import read_files
 
 from cas_storage import Store
+from faults.faultkit import read_files
 
 
 def _damage(state: str, how: str) -> None:

@@ -14,12 +14,12 @@ import pathlib
 import shutil
 import tempfile
 
-from faultkit import read_files
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from cas_storage import Store
+from faults.faultkit import read_files
 
 NAMES = ["a", "b.bin", "d/x", "d/y", "d/e/z", "f/g"]
 CONTENTS = st.one_of(
