@@ -74,7 +74,9 @@ def _kill_script(rng: random.Random, args: tuple[str, ...]) -> None:
 
 
 def test_writers_killed_at_random_moments_lose_nothing(tmp_path):
-    rng = random.Random(int(os.environ.get("CAS_FAULT_SEED", time.time_ns())))
+    seed = int(os.environ.get("CAS_FAULT_SEED", time.time_ns() % 10**9))
+    print(f"\nreplay with CAS_FAULT_SEED={seed}")  # shown by pytest when the test fails
+    rng = random.Random(seed)
     store_dir, state = str(tmp_path / ".cas"), str(tmp_path / "state.db")
     dest, out = tmp_path / "dest", str(tmp_path / "reports.txt")
     kills = 0
