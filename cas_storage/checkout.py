@@ -124,6 +124,7 @@ class _Writer:
         # digest -> (file, offset, size): content already on this disk, usable instead of a fetch.
         self.local: dict[str, tuple[str, int, int]] = {}
         self._fetched: dict[str, int] = {}  # staged temp file -> bytes fetched for it
+        self._modes: list[tuple[str, Entry]] = []  # unchanged files whose mode is due to change
 
     # -- whole destinations -----------------------------------------------
     def file(self, dest: str, entry: Entry) -> None:
@@ -179,6 +180,8 @@ class _Writer:
         wanted = manifest.by_path()
         done, staged = self._stage_files(dest, manifest, current)
         try:
+            for full, entry in self._modes:
+                self._chmod(full, entry)
             for entry in manifest.entries:
                 full = os.path.join(dest, entry.path)
                 have = current.get(entry.path)
@@ -227,7 +230,8 @@ class _Writer:
             for entry in manifest.files:
                 full = os.path.join(dest, entry.path)
                 have = current.get(entry.path)
-                if have is not None and kind(have) == "file" and self._unchanged(full, entry, have):
+                # A mode-only change also waits: the folder stays wholly old if staging fails.
+                if have is not None and self._unchanged(full, entry, have, self._modes):
                     done.add(entry.path)
                     continue
                 parent = posixpath.dirname(entry.path)
@@ -241,7 +245,11 @@ class _Writer:
         return done, staged
 
     # -- single files -----------------------------------------------------
-    def _unchanged(self, full: str, entry: Entry, st: os.stat_result | None) -> bool:
+    def _unchanged(
+        self, full: str, entry: Entry, st: os.stat_result | None, modes: list | None = None
+    ) -> bool:
+        """Whether ``full`` already holds ``entry``'s bytes; fixes (or, given ``modes``,
+        queues there) a differing mode."""
         if st is None or kind(st) != "file":
             return False
         known = self.known.get(full)
@@ -255,9 +263,15 @@ class _Writer:
         else:
             return False
         if stat.S_IMODE(st.st_mode) != entry.mode:
-            os.chmod(full, entry.mode)
-            self.learned[full] = known_from_stat(os.lstat(full), entry.digest, entry.chunks)
+            if modes is not None:
+                modes.append((full, entry))
+            else:
+                self._chmod(full, entry)
         return True
+
+    def _chmod(self, full: str, entry: Entry) -> None:
+        os.chmod(full, entry.mode)
+        self.learned[full] = known_from_stat(os.lstat(full), entry.digest, entry.chunks)
 
     def _write(self, full: str, entry: Entry, replace: bool, final: str | None = None) -> None:
         """Write ``entry`` at ``full`` (via a temp name when ``replace``), verified."""
