@@ -114,15 +114,15 @@ def test_new_snapshot_of_the_same_bytes_heals_a_damaged_object(store, tmp_path, 
 
 
 def test_failed_overwrite_does_not_apply_mode_changes_either(store, tmp_path):
-    src = write_tree(tmp_path / "src", {"script.sh": "echo hi", "data.bin": "old data"})
+    src = write_tree(tmp_path / "src", {"a.sh": "echo hi", "z.bin": "old data"})
     store.snapshot("w", "p", src)
     store.checkout("w", "p", tmp_path / "dest")
-    os.chmod(src / "script.sh", 0o755)  # only the mode changes
-    (src / "data.bin").write_text("new data!")
+    os.chmod(src / "a.sh", 0o755)  # only the mode changes
+    (src / "z.bin").write_text("new data!")
     store.snapshot("w", "p", src)
-    digest = _objects_of(store, "data.bin")[0]
+    digest = _objects_of(store, "z.bin")[0]
     os.unlink(store.objects.path(digest))
     with pytest.raises(MissingObject, match=digest):
         store.checkout("w", "p", tmp_path / "dest", overwrite=True)
-    assert os.stat(tmp_path / "dest" / "script.sh").st_mode & 0o777 == 0o644
-    assert (tmp_path / "dest" / "data.bin").read_text() == "old data"
+    assert os.stat(tmp_path / "dest" / "a.sh").st_mode & 0o777 == 0o644
+    assert (tmp_path / "dest" / "z.bin").read_text() == "old data"
