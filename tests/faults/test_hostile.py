@@ -74,6 +74,10 @@ def hostile_manifests(d: str) -> dict[str, bytes]:
         "file as parent": _dir(_file("a", d), _file("a/x", d)),
         "unknown type": _dir({"path": "x", "type": "fifo", "mode": 0o644}),
         "file-type bits in mode": _dir(dict(_file("x", d), mode=0o100644)),
+        "setuid program": _dir(dict(_file("x", d), mode=0o4755)),
+        "setgid program": _dir(dict(_file("x", d), mode=0o2755)),
+        "folder mode not a number": _dir({"path": "a", "type": "dir", "mode": "rwx"}),
+        "folder mode with type bits": _dir({"path": "a", "type": "dir", "mode": 0o40755}),
         "negative size": _dir(dict(_file("x", d), size=-1)),
         "digest is a path": _dir(dict(_file("x", d), digest="../../../etc/passwd")),
         "chunks do not add up": _dir(chunked),
@@ -245,3 +249,13 @@ def test_symlinks_planted_in_the_destination_are_replaced_not_followed(store, tm
     store.checkout("w", "m", tmp_path / "m-dest", overwrite=True)
     assert (outside / "victim.txt").read_text() == "do not touch"
     assert (tmp_path / "m-dest").read_text() == "model"
+
+
+def test_snapshot_does_not_record_setid_bits(store, tmp_path):
+    src = write_tree(tmp_path / "src", {"tool": "#!/bin/sh\n", "sub/f": "f"})
+    os.chmod(src / "tool", 0o4755)
+    os.chmod(src / "sub", 0o2775)  # a setgid folder (group inheritance) is kept
+    store.snapshot("w", "p", src)
+    store.checkout("w", "p", tmp_path / "dest")
+    assert os.stat(tmp_path / "dest" / "tool").st_mode & 0o7777 == 0o755
+    assert os.stat(tmp_path / "dest" / "sub").st_mode & 0o7777 == 0o2775
