@@ -9,6 +9,7 @@ number first — which an object store can also offer with a conditional put.
 
 from __future__ import annotations
 
+import errno
 import os
 import sqlite3
 import threading
@@ -22,6 +23,9 @@ from .errors import StoreFormatError, UnknownVersion, VersionExists
 
 FORMAT = 1
 BUSY_TIMEOUT_MS = 60_000
+# SQLite primary result codes (sqlite3 exposes them as constants only from Python 3.11).
+_SQLITE_PERM, _SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_READONLY = 3, 5, 6, 8
+_SQLITE_IOERR, _SQLITE_FULL, _SQLITE_CANTOPEN = 10, 13, 14
 
 
 @dataclass(frozen=True)
@@ -129,6 +133,8 @@ class SQLiteCatalog(Catalog):
     def _setup(self) -> str:
         try:
             conn = self.conn
+            # A newer format is refused before anything (journal mode, tables) is written to it.
+            self._check_format(self._meta())
             if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
                 conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
@@ -158,22 +164,58 @@ class SQLiteCatalog(Catalog):
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
-            meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+            meta = self._meta()
         except sqlite3.DatabaseError as exc:
-            raise StoreFormatError(f"{self.filename} is damaged or not a catalog: {exc}") from None
-        found = int(meta.get("format", "0"))
+            raise self._failure(exc, "is damaged or not a catalog") from None
+        self._check_format(meta)
+        return meta["store_id"]
+
+    def _failure(self, exc: sqlite3.DatabaseError, damaged: str = "is damaged") -> Exception:
+        """The error to raise for a failed SQLite call: only real damage is a format error.
+
+        A full disk, a read-only file or a lock held too long say nothing about the
+        catalog's health; they become ``OSError``/``TimeoutError`` naming the file.
+        """
+        code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
+        text = str(exc).lower()
+        if code == _SQLITE_FULL or "disk is full" in text:
+            return OSError(errno.ENOSPC, f"no space for the catalog ({exc})", self.filename)
+        if code in (_SQLITE_PERM, _SQLITE_READONLY) or "readonly" in text:
+            return PermissionError(errno.EACCES, f"cannot write the catalog ({exc})", self.filename)
+        if code in (_SQLITE_BUSY, _SQLITE_LOCKED) or "locked" in text:
+            return TimeoutError(
+                f"{self.filename} stayed locked by another writer for "
+                f"{BUSY_TIMEOUT_MS // 1000} s ({exc})"
+            )
+        if code in (_SQLITE_IOERR, _SQLITE_CANTOPEN) or "unable to open" in text:
+            return OSError(errno.EIO, f"cannot read or write the catalog ({exc})", self.filename)
+        return StoreFormatError(f"{self.filename} {damaged}: {exc}")
+
+    def _meta(self) -> dict[str, str]:
+        """The ``meta`` table as a dict; ``{}`` for a new, empty database."""
+        conn = self.conn
+        if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchall():
+            return {}
+        return dict(conn.execute("SELECT key, value FROM meta").fetchall())
+
+    def _check_format(self, meta: dict[str, str]) -> None:
+        try:
+            found = int(meta.get("format", "0"))
+        except ValueError:
+            raise StoreFormatError(
+                f"{self.filename} has an unreadable format marker {meta.get('format')!r}"
+            ) from None
         if found > FORMAT:
             raise StoreFormatError(
                 f"{self.filename} uses catalog format {found}, newer than this cas_storage "
                 f"understands ({FORMAT}); upgrade cas_storage to read it"
             )
-        return meta["store_id"]
 
     def _query(self, sql: str, params: tuple = ()) -> list[tuple]:
         try:
             return self.conn.execute(sql, params).fetchall()
         except sqlite3.DatabaseError as exc:
-            raise StoreFormatError(f"{self.filename} is damaged: {exc}") from None
+            raise self._failure(exc) from None
 
     def works(self) -> list[str]:
         return [w for (w,) in self._query("SELECT DISTINCT work FROM versions ORDER BY work")]
@@ -209,7 +251,7 @@ class SQLiteCatalog(Catalog):
         except sqlite3.IntegrityError:
             raise VersionExists(v.work, v.path, v.number) from None
         except sqlite3.DatabaseError as exc:
-            raise StoreFormatError(f"{self.filename} is damaged: {exc}") from None
+            raise self._failure(exc) from None
 
     def delete(self, version: Version) -> None:
         self._query(

@@ -3,8 +3,12 @@
 Every file is written to a temporary name in its final folder and renamed into
 place, so a reader (or a crash, or a full disk) leaves each file either old or
 new, never half-written. A folder that did not exist yet is built whole under a
-temporary name and renamed into place. Every byte is verified against its
-digest before it is written; a damaged object never reaches the destination.
+temporary name and renamed into place. When an existing folder is updated, every
+changed file is first written and verified beside its old copy; only then are they
+swapped in, so a damaged object or a full disk leaves the folder at its old
+version, not a mix of two (at the cost of room for both copies of what changed).
+Every byte is verified against its digest before it is written; a damaged object
+never reaches the destination.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import posixpath
 import secrets
 import shutil
 import stat
@@ -19,7 +24,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from .catalog import Catalog
-from .errors import CasError, CorruptObject
+from .errors import CasError, CorruptObject, InvalidManifest
 from .hashing import Hasher, digest_bytes, digest_file
 from .localstate import Known, LocalState, known_from_stat
 from .manifest import DIR, FILE, SYMLINK, Entry, Manifest
@@ -42,9 +47,21 @@ class GetResult:
     bytes_transferred: int
 
 
-def load_manifest(objects: ObjectStore, digest: str) -> Manifest:
-    """Read, verify and validate a manifest (memoized: manifests are immutable)."""
-    return _load_manifest(objects, digest)
+def load_manifest(objects: ObjectStore, digest: str, owner: str = "") -> Manifest:
+    """Read, verify and validate a manifest (memoized: manifests are immutable).
+
+    ``owner`` (e.g. ``"root.train:ckpt version 3"``) is named in every error, so a
+    damaged or hostile manifest can be traced to the version that points at it.
+    """
+    try:
+        return _load_manifest(objects, digest)
+    except CasError as exc:
+        if not owner:
+            raise
+        if isinstance(exc, InvalidManifest):
+            raise InvalidManifest(f"manifest {digest} of {owner} is invalid: {exc}") from None
+        exc.args = (f"{exc} (the manifest of {owner})",)
+        raise
 
 
 @lru_cache(maxsize=64)
@@ -70,11 +87,11 @@ def checkout(
     ``FileExistsError`` when ``dest`` exists and ``overwrite`` is false.
     """
     v = catalog.get(work, path, version)
-    manifest = load_manifest(objects, v.manifest).subtree(inner)
+    label = f"{work}:{path}" + ("" if inner == "." else f"/{inner}") + f" version {v.number}"
+    manifest = load_manifest(objects, v.manifest, label).subtree(inner)
     dest = os.path.abspath(dest)
     if os.path.lexists(dest) and not overwrite:
         raise FileExistsError(errno.EEXIST, "exists; pass overwrite=True to replace it", dest)
-    label = f"{work}:{path}" + ("" if inner == "." else f"/{inner}") + f" version {v.number}"
     writer = _Writer(objects, state.under(dest), label)
     if manifest.kind == FILE:
         writer.file(dest, manifest.entries[0])
@@ -106,6 +123,8 @@ class _Writer:
         self.removed: list[str] = []
         # digest -> (file, offset, size): content already on this disk, usable instead of a fetch.
         self.local: dict[str, tuple[str, int, int]] = {}
+        self._fetched: dict[str, int] = {}  # staged temp file -> bytes fetched for it
+        self._modes: list[tuple[str, Entry]] = []  # unchanged files whose mode is due to change
 
     # -- whole destinations -----------------------------------------------
     def file(self, dest: str, entry: Entry) -> None:
@@ -159,29 +178,36 @@ class _Writer:
             if kind(st) == "dir" and st.st_mode & 0o700 != 0o700:
                 os.chmod(os.path.join(dest, rel), stat.S_IMODE(st.st_mode) | 0o700)
         wanted = manifest.by_path()
-        for entry in manifest.entries:
-            full = os.path.join(dest, entry.path)
-            have = current.get(entry.path)
-            have_kind = kind(have) if have is not None else None
-            if entry.type == DIR:
-                if have_kind != "dir":
-                    if have_kind is not None:
+        done, staged = self._stage_files(dest, manifest, current)
+        try:
+            for full, entry in self._modes:
+                self._chmod(full, entry)
+            for entry in manifest.entries:
+                full = os.path.join(dest, entry.path)
+                have = current.get(entry.path)
+                have_kind = kind(have) if have is not None else None
+                if entry.type == DIR:
+                    if have_kind != "dir":
+                        if have_kind is not None:
+                            _remove(full)
+                        os.mkdir(full, 0o700)
+                elif entry.type == SYMLINK:
+                    if have_kind == "symlink" and os.readlink(full) == entry.target:
+                        continue
+                    if have_kind == "dir":
                         _remove(full)
-                    os.mkdir(full, 0o700)
-            elif entry.type == SYMLINK:
-                if have_kind == "symlink" and os.readlink(full) == entry.target:
-                    continue
-                if have_kind == "dir":
-                    _remove(full)
-                temp = f"{full}{TEMP_MARK}{secrets.token_hex(6)}"
-                os.symlink(entry.target, temp)
-                os.replace(temp, full)
-            else:
-                if have_kind == "file" and self._unchanged(full, entry, have):
-                    continue
-                if have_kind == "dir":
-                    _remove(full)
-                self._write(full, entry, replace=True)
+                    temp = f"{full}{TEMP_MARK}{secrets.token_hex(6)}"
+                    os.symlink(entry.target, temp)
+                    os.replace(temp, full)
+                elif entry.path not in done:
+                    if have_kind == "dir":
+                        _remove(full)
+                    if entry.path in staged:
+                        self._place(staged.pop(entry.path), full, entry)
+                    else:
+                        self._write(full, entry, replace=True)
+        finally:
+            _discard(staged.values())
         for rel in sorted(current, reverse=True):  # children before their folders
             if rel not in wanted:
                 full = os.path.join(dest, rel)
@@ -189,8 +215,41 @@ class _Writer:
                 self.removed.append(full)
         _apply_dir_modes(dest, manifest)
 
+    def _stage_files(
+        self, dest: str, manifest: Manifest, current: dict[str, os.stat_result]
+    ) -> tuple[set[str], dict[str, str]]:
+        """Write every changed file that has a folder already to a verified temp name.
+
+        Nothing in ``dest`` is replaced until all of them are written, so a damaged
+        or missing object, or a full disk, leaves ``dest`` wholly at its old version
+        rather than a mix of two. Returns the unchanged paths and ``{path: temp}``.
+        """
+        done: set[str] = set()
+        staged: dict[str, str] = {}
+        try:
+            for entry in manifest.files:
+                full = os.path.join(dest, entry.path)
+                have = current.get(entry.path)
+                # A mode-only change also waits: the folder stays wholly old if staging fails.
+                if have is not None and self._unchanged(full, entry, have, self._modes):
+                    done.add(entry.path)
+                    continue
+                parent = posixpath.dirname(entry.path)
+                # Only into folders that exist now (never through a symlink): others are
+                # made, and their files written, in the swap that follows.
+                if not parent or (parent in current and kind(current[parent]) == "dir"):
+                    staged[entry.path] = self._stage(full, entry)
+        except BaseException:
+            _discard(staged.values())
+            raise
+        return done, staged
+
     # -- single files -----------------------------------------------------
-    def _unchanged(self, full: str, entry: Entry, st: os.stat_result | None) -> bool:
+    def _unchanged(
+        self, full: str, entry: Entry, st: os.stat_result | None, modes: list | None = None
+    ) -> bool:
+        """Whether ``full`` already holds ``entry``'s bytes; fixes (or, given ``modes``,
+        queues there) a differing mode."""
         if st is None or kind(st) != "file":
             return False
         known = self.known.get(full)
@@ -204,13 +263,42 @@ class _Writer:
         else:
             return False
         if stat.S_IMODE(st.st_mode) != entry.mode:
-            os.chmod(full, entry.mode)
-            self.learned[full] = known_from_stat(os.lstat(full), entry.digest, entry.chunks)
+            if modes is not None:
+                modes.append((full, entry))
+            else:
+                self._chmod(full, entry)
         return True
+
+    def _chmod(self, full: str, entry: Entry) -> None:
+        os.chmod(full, entry.mode)
+        self.learned[full] = known_from_stat(os.lstat(full), entry.digest, entry.chunks)
 
     def _write(self, full: str, entry: Entry, replace: bool, final: str | None = None) -> None:
         """Write ``entry`` at ``full`` (via a temp name when ``replace``), verified."""
-        target = f"{full}{TEMP_MARK}{secrets.token_hex(6)}" if replace else full
+        if replace:
+            self._place(self._stage(full, entry), full, entry)
+        else:
+            st, fetched = self._fill(full, entry, full)
+            self._count(final or full, st, entry, fetched)
+
+    def _stage(self, full: str, entry: Entry) -> str:
+        """Write ``entry``, verified, to a new temp name beside ``full``; return the name."""
+        temp = f"{full}{TEMP_MARK}{secrets.token_hex(6)}"
+        self._fetched[temp] = self._fill(temp, entry, full)[1]
+        return temp
+
+    def _place(self, temp: str, full: str, entry: Entry) -> None:
+        """Rename a staged temp file over ``full``."""
+        fetched = self._fetched.pop(temp, 0)
+        try:
+            os.replace(temp, full)
+        except OSError as exc:
+            _discard([temp])
+            raise OSError(exc.errno, f"{exc.strerror} while writing", full) from exc
+        self._count(full, os.lstat(full), entry, fetched)  # lstat: a rename changes ctime
+
+    def _fill(self, target: str, entry: Entry, full: str) -> tuple[os.stat_result, int]:
+        """Create ``target`` with the content of ``entry``; errors name ``full``."""
         fetched = 0
         try:
             fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -229,18 +317,17 @@ class _Writer:
                 os.fchmod(out.fileno(), entry.mode)
                 out.flush()
                 st = os.fstat(out.fileno())
-            if replace:
-                os.replace(target, full)
-                st = os.lstat(full)  # a rename changes ctime
         except BaseException as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(target)
+            _discard([target])
             if isinstance(exc, OSError) and not isinstance(exc, CasError):
                 raise OSError(exc.errno, f"{exc.strerror} while writing", full) from exc
             raise
+        return st, fetched
+
+    def _count(self, name: str, st: os.stat_result, entry: Entry, fetched: int) -> None:
         self.files += 1
         self.bytes += fetched
-        self.learned[final or full] = known_from_stat(st, entry.digest, entry.chunks)
+        self.learned[name] = known_from_stat(st, entry.digest, entry.chunks)
 
     # -- content already on this disk ---------------------------------------
     def _index_local(self, root: str, found: dict[str, os.stat_result]) -> None:
@@ -270,6 +357,12 @@ class _Writer:
             return None
         # The file may have been replaced since it was indexed: trust only verified bytes.
         return data if len(data) == size and digest_bytes(data) == digest else None
+
+
+def _discard(temps) -> None:
+    for temp in list(temps):
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
 
 
 def _lstat(full: str) -> os.stat_result | None:

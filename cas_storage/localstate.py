@@ -12,14 +12,20 @@ this belongs in the store. One SQLite file per machine (or per work) holds it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
 import threading
 import time
+import warnings
 from dataclasses import dataclass
 
+from .hashing import is_digest
+
 BUSY_TIMEOUT_MS = 60_000
+_STAT_COLUMNS = "path, dev, ino, size, mtime_ns, ctime_ns, recorded_ns, digest, chunks"
+_CHECKOUT_COLUMNS = "dest, store_id, work, path, number, manifest"
 #: A file modified within this window of being recorded is not trusted later:
 #: another write in the same timestamp tick would leave its stat unchanged.
 RACY_NS = 10_000_000
@@ -80,6 +86,12 @@ class LocalState:
         self.filename = filename or default_path()
         os.makedirs(os.path.dirname(os.path.abspath(self.filename)), exist_ok=True)
         self._local = threading.local()
+        try:
+            self._setup()
+        except sqlite3.DatabaseError as exc:
+            self._rebuild(exc)
+
+    def _setup(self) -> None:
         conn = self.conn
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
@@ -92,6 +104,28 @@ class LocalState:
             "CREATE TABLE IF NOT EXISTS checkouts (dest TEXT PRIMARY KEY, store_id TEXT, "
             "work TEXT, path TEXT, number INTEGER, manifest TEXT)"
         )
+        # Tables of another layout (an old version, another program) fail here, not later.
+        conn.execute(f"SELECT {_STAT_COLUMNS} FROM stat_cache LIMIT 1").fetchall()
+        conn.execute(f"SELECT {_CHECKOUT_COLUMNS} FROM checkouts LIMIT 1").fetchall()
+
+    def _rebuild(self, cause: Exception) -> None:
+        """Start the cache afresh: it only saves work, so losing it loses nothing."""
+        warnings.warn(
+            f"the local stat cache {self.filename} was unusable ({cause}); rebuilding it",
+            stacklevel=3,
+        )
+        self.close()
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.filename + suffix)
+        self._setup()
+
+    def _guard(self, exc: sqlite3.DatabaseError) -> None:
+        """After a failed cache access: rebuild a damaged file, tolerate a busy or full one."""
+        if isinstance(exc, sqlite3.OperationalError) and "no such" not in str(exc):
+            warnings.warn(f"the local stat cache {self.filename}: {exc}", stacklevel=3)
+        else:
+            self._rebuild(exc)
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -108,11 +142,20 @@ class LocalState:
     def under(self, root: str) -> dict[str, Known]:
         """Every cached file at or below absolute path ``root``, in one query."""
         root = root.rstrip("/") or "/"
-        rows = self.conn.execute(
-            "SELECT * FROM stat_cache WHERE path = ? OR (path > ? AND path < ?)",
-            (root, root + "/", root + "0"),  # '0' sorts right after '/'
-        ).fetchall()
-        return {row[0]: _known(row) for row in rows}
+        try:
+            rows = self.conn.execute(
+                f"SELECT {_STAT_COLUMNS} FROM stat_cache WHERE path = ? OR (path > ? AND path < ?)",
+                (root, root + "/", root + "0"),  # '0' sorts right after '/'
+            ).fetchall()
+        except sqlite3.DatabaseError as exc:
+            self._guard(exc)
+            return {}
+        found = {}
+        for row in rows:
+            known = _known(row)
+            if known is not None:  # a row that does not parse is simply not known
+                found[row[0]] = known
+        return found
 
     def remember(self, files: dict[str, Known]) -> None:
         """Record (or refresh) what is known of these absolute paths."""
@@ -134,30 +177,42 @@ class LocalState:
             )
             for p, k in files.items()
         ]
-        with self._transaction() as conn:
-            conn.executemany("INSERT OR REPLACE INTO stat_cache VALUES (?,?,?,?,?,?,?,?,?)", rows)
+        self._write(
+            f"INSERT OR REPLACE INTO stat_cache ({_STAT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)", rows
+        )
 
     def forget(self, paths: list[str]) -> None:
         if paths:
+            self._write("DELETE FROM stat_cache WHERE path = ?", [(p,) for p in paths])
+
+    def _write(self, sql: str, rows: list[tuple]) -> None:
+        # The store is already written when the cache is updated: a cache that cannot be
+        # written must not turn a finished snapshot or checkout into an error.
+        try:
             with self._transaction() as conn:
-                conn.executemany("DELETE FROM stat_cache WHERE path = ?", [(p,) for p in paths])
+                conn.executemany(sql, rows)
+        except sqlite3.DatabaseError as exc:
+            self._guard(exc)
 
     # -- checkout records -------------------------------------------------
     def checkout_of(self, dest: str, store_id: str) -> str | None:
         """Manifest digest that ``dest`` was last checked out to from this store."""
-        row = self.conn.execute(
-            "SELECT manifest FROM checkouts WHERE dest = ? AND store_id = ?", (dest, store_id)
-        ).fetchone()
-        return row[0] if row else None
+        try:
+            row = self.conn.execute(
+                "SELECT manifest FROM checkouts WHERE dest = ? AND store_id = ?", (dest, store_id)
+            ).fetchone()
+        except sqlite3.DatabaseError as exc:
+            self._guard(exc)
+            return None
+        return row[0] if row and isinstance(row[0], str) else None
 
     def record_checkout(
         self, dest: str, store_id: str, work: str, path: str, number: int, manifest: str
     ) -> None:
-        with self._transaction() as conn:
-            conn.execute(
-                "INSERT OR REPLACE INTO checkouts VALUES (?,?,?,?,?,?)",
-                (dest, store_id, work, path, number, manifest),
-            )
+        self._write(
+            f"INSERT OR REPLACE INTO checkouts ({_CHECKOUT_COLUMNS}) VALUES (?,?,?,?,?,?)",
+            [(dest, store_id, work, path, number, manifest)],
+        )
 
     def _transaction(self):
         return _Transaction(self.conn)
@@ -181,7 +236,17 @@ class _Transaction:
         self.conn.execute("COMMIT" if kind is None else "ROLLBACK")
 
 
-def _known(row: tuple) -> Known:
+def _known(row: tuple) -> Known | None:
+    """The record in ``row``, or ``None`` when any field is not what was written."""
     _, dev, ino, size, mtime_ns, ctime_ns, recorded_ns, digest, chunks = row
-    parsed = tuple((d, s) for d, s in json.loads(chunks)) if chunks else ()
+    if not all(isinstance(n, int) for n in (dev, ino, size, mtime_ns, ctime_ns, recorded_ns)):
+        return None
+    if not isinstance(digest, str) or not is_digest(digest):
+        return None
+    try:
+        parsed = tuple((d, s) for d, s in json.loads(chunks)) if chunks else ()
+    except (TypeError, ValueError):
+        return None
+    if not all(isinstance(d, str) and is_digest(d) and isinstance(n, int) for d, n in parsed):
+        return None
     return Known(dev, ino, size, mtime_ns, ctime_ns, recorded_ns, digest, parsed)

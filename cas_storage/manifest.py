@@ -20,6 +20,7 @@ from .hashing import digest_bytes, is_digest
 
 FORMAT = 1
 FILE, SYMLINK, DIR = "file", "symlink", "dir"
+SETID_BITS = stat.S_ISUID | stat.S_ISGID
 
 
 @dataclass(frozen=True)
@@ -170,7 +171,9 @@ class Manifest:
                 _validate_content(entry)
             elif entry.type == SYMLINK:
                 _validate_link(entry)
-            elif entry.type != DIR:
+            elif entry.type == DIR:
+                _validate_mode(entry)
+            else:
                 raise InvalidManifest(f"{entry.path!r} has unknown type {entry.type!r}")
         for entry in self.entries:
             parent = posixpath.dirname(entry.path)
@@ -196,9 +199,17 @@ def _validate_name(path: str) -> None:
         raise InvalidManifest(f"entry name {path!r} has an empty, '.' or '..' component")
 
 
-def _validate_content(entry: Entry) -> None:
-    if not isinstance(entry.mode, int) or entry.mode & ~0o7777:
+def _validate_mode(entry: Entry) -> None:
+    if not isinstance(entry.mode, int) or isinstance(entry.mode, bool) or entry.mode & ~0o7777:
         raise InvalidManifest(f"{entry.path!r} has invalid mode {entry.mode!r}")
+
+
+def _validate_content(entry: Entry) -> None:
+    _validate_mode(entry)
+    if entry.mode & SETID_BITS:
+        # A checkout (often as root) must never create set-user/group-ID programs
+        # from whatever a store holds; snapshots do not record these bits.
+        raise InvalidManifest(f"{entry.path!r} asks for set-user/group-ID mode {entry.mode:o}")
     if not isinstance(entry.size, int) or entry.size < 0:
         raise InvalidManifest(f"{entry.path!r} has invalid size {entry.size!r}")
     if not is_digest(entry.digest):
@@ -229,8 +240,17 @@ def link_stays_inside(rel_path: str, target: str) -> bool:
 
 
 def mode_bits(st_mode: int) -> int:
-    """The permission bits a manifest records (no file-type bits)."""
+    """The permission bits a manifest records for a folder (no file-type bits)."""
     return stat.S_IMODE(st_mode)
+
+
+def file_mode_bits(st_mode: int) -> int:
+    """The permission bits a manifest records for a file: no set-user/group-ID bits.
+
+    >>> oct(file_mode_bits(0o104755))
+    '0o755'
+    """
+    return stat.S_IMODE(st_mode) & ~SETID_BITS
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ import contextlib
 import os
 import posixpath
 import secrets
+import time
 from collections.abc import Iterator
 
 import fsspec
@@ -23,6 +24,8 @@ from .errors import CorruptObject, MissingObject
 from .hashing import digest_bytes, is_digest
 
 TEMP_MARK = ".tmp-"
+#: Object temp files older than this belong to a dead writer (no write takes this long).
+STALE_TEMP_SECONDS = 3600.0
 
 
 def _check(digest: str) -> None:
@@ -118,8 +121,13 @@ class LocalObjects(ObjectStore):
     def put(self, data: bytes | bytearray | memoryview, digest: str | None = None) -> str:
         digest = digest or digest_bytes(data)
         target = self.path(digest)
-        if os.path.exists(target):
-            return digest
+        try:
+            # A present object of the wrong size is damaged: rewrite it rather than let
+            # a new version reference it. (Same-size damage needs a re-hash: verify.)
+            if os.stat(target).st_size == len(data):
+                return digest
+        except FileNotFoundError:
+            pass
         folder = os.path.dirname(target)
         if folder not in self._made:
             os.makedirs(folder, exist_ok=True)
@@ -133,9 +141,11 @@ class LocalObjects(ObjectStore):
                     out.flush()
                     os.fsync(out.fileno())
             os.replace(temp, target)
-        except BaseException:
+        except BaseException as exc:
             with contextlib.suppress(OSError):
                 os.unlink(temp)
+            if isinstance(exc, OSError):  # write() errors (ENOSPC) name no file: name it
+                raise OSError(exc.errno, f"{exc.strerror} while storing an object", target) from exc
             raise
         return digest
 
@@ -162,6 +172,22 @@ class LocalObjects(ObjectStore):
             for entry in os.scandir(fan.path):
                 if is_digest(fan.name + entry.name):
                     yield fan.name + entry.name
+
+    def remove_stale_temps(self, older_than: float = STALE_TEMP_SECONDS) -> int:
+        """Delete temp files of writers that died mid-write; return how many.
+
+        Temp names are unique and never reused, so leftovers never block a writer;
+        they only waste space. Files younger than ``older_than`` seconds may belong
+        to a writer that is still running and are kept.
+        """
+        removed = 0
+        cutoff = time.time() - older_than
+        for path in self.temp_files():
+            with contextlib.suppress(FileNotFoundError):
+                if os.lstat(path).st_mtime <= cutoff:
+                    os.unlink(path)
+                    removed += 1
+        return removed
 
     def temp_files(self) -> Iterator[str]:
         """Leftovers of writers that died mid-write (safe to delete when old)."""

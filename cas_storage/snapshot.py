@@ -18,7 +18,16 @@ from .catalog import Catalog, Version
 from .errors import SourceChanged, VersionExists
 from .hashing import Hasher, digest_bytes
 from .localstate import Known, LocalState, known_from_stat
-from .manifest import DIR, FILE, SYMLINK, Entry, Manifest, link_stays_inside, mode_bits
+from .manifest import (
+    DIR,
+    FILE,
+    SYMLINK,
+    Entry,
+    Manifest,
+    file_mode_bits,
+    link_stays_inside,
+    mode_bits,
+)
 from .objects import ObjectStore
 from .tree import kind, walk
 
@@ -129,10 +138,11 @@ class _Reader:
     def file_entry(self, full: str, rel: str, st: os.stat_result) -> Entry:
         cached = self.known.get(full)
         if cached is not None and cached.matches(st) and self._usable(cached):
-            return Entry(rel, FILE, mode_bits(st.st_mode), st.st_size, cached.digest, cached.chunks)
+            mode = file_mode_bits(st.st_mode)
+            return Entry(rel, FILE, mode, st.st_size, cached.digest, cached.chunks)
         digest, chunks, size, seen = self._read(full)
         self.learned[full] = known_from_stat(seen, digest, chunks)
-        return Entry(rel, FILE, mode_bits(seen.st_mode), size, digest, chunks)
+        return Entry(rel, FILE, file_mode_bits(seen.st_mode), size, digest, chunks)
 
     def _usable(self, cached: Known) -> bool:
         # Chunk lists from another chunker setting would not dedup with new ones.

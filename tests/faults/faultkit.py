@@ -1,0 +1,84 @@
+"""Shared helpers of the fault suite: deterministic trees and a whole-store check.
+
+``verify_store`` is the suite's independent judge of a store: it re-hashes every
+object a manifest references and checks every version out, using only public
+calls plus direct reads of the object files.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import random
+
+from cas_storage import Store
+from cas_storage.hashing import digest_bytes
+from cas_storage.manifest import Manifest
+
+
+def tree_for(seed: str) -> dict[str, bytes]:
+    """A small tree whose every byte follows from ``seed`` (``seed.txt`` names it).
+
+    About one tree in four also holds a file large enough to be chunked.
+    """
+    rng = random.Random(seed)
+    big = rng.random() < 0.25
+    files = {"seed.txt": seed.encode()}
+    for i in range(rng.randint(1, 5)):
+        folder = rng.choice(["", "a/", "a/b/", "c/"])
+        files[f"{folder}f{i}.bin"] = rng.randbytes(rng.randint(0, 20_000)) + seed.encode()
+    if big:
+        files["big/weights.bin"] = rng.randbytes(2_500_000) + seed.encode()
+    return files
+
+
+def write_exact(root: pathlib.Path, files: dict[str, bytes]) -> None:
+    """Make ``root`` hold exactly ``files``: write them, delete every other file."""
+    for dirpath, _, names in os.walk(root):
+        for name in names:
+            full = pathlib.Path(dirpath, name)
+            if full.relative_to(root).as_posix() not in files:
+                full.unlink()
+    for rel, data in files.items():
+        full = root / rel
+        full.parent.mkdir(parents=True, exist_ok=True)
+        full.write_bytes(data)
+
+
+def read_files(root: pathlib.Path) -> dict[str, bytes]:
+    """Relative path -> bytes of every regular file below ``root``."""
+    out = {}
+    for dirpath, _, names in os.walk(root):
+        for name in names:
+            full = pathlib.Path(dirpath, name)
+            if full.is_file() and not full.is_symlink():
+                out[full.relative_to(root).as_posix()] = full.read_bytes()
+    return out
+
+
+def verify_objects(store: Store) -> int:
+    """Every object every manifest of every version needs exists and hashes right.
+
+    Returns how many distinct objects were checked; raises ``AssertionError`` naming
+    the first damaged one.
+    """
+    checked: set[str] = set()
+    for version in store.catalog.all_versions():
+        raw = pathlib.Path(store.objects.path(version.manifest)).read_bytes()
+        assert digest_bytes(raw) == version.manifest, f"manifest of {version} is damaged"
+        manifest = Manifest.decode(raw)
+        for digest in manifest.objects() - checked:
+            path = pathlib.Path(store.objects.path(digest))
+            assert path.exists(), f"{version.work}:{version.path} v{version.number}: {digest} lost"
+            assert digest_bytes(path.read_bytes()) == digest, f"object {digest} is damaged"
+            checked.add(digest)
+        checked.add(version.manifest)
+    return len(checked)
+
+
+def all_temp_files(root: pathlib.Path) -> list[str]:
+    """Every leftover temp name (objects' ``.tmp-``, checkouts' ``.cas-tmp-``) under root."""
+    found = []
+    for dirpath, dirs, names in os.walk(root):
+        found += [os.path.join(dirpath, n) for n in dirs + names if ".tmp-" in n]
+    return found
