@@ -20,6 +20,7 @@ import posixpath
 import secrets
 import shutil
 import stat
+import time
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -32,6 +33,8 @@ from .objects import ObjectStore
 from .tree import kind, walk
 
 TEMP_MARK = ".cas-tmp-"
+#: Temp files and folders of a checkout older than this belong to a dead process.
+STALE_TEMP_SECONDS = 3600.0
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,7 @@ def checkout(
     dest = os.path.abspath(dest)
     if os.path.lexists(dest) and not overwrite:
         raise FileExistsError(errno.EEXIST, "exists; pass overwrite=True to replace it", dest)
+    remove_stale_temps(dest)
     writer = _Writer(objects, state.under(dest), label)
     if manifest.kind == FILE:
         writer.file(dest, manifest.entries[0])
@@ -101,6 +105,40 @@ def checkout(
     state.remember(writer.learned)
     state.record_checkout(dest, store_id, work, path, v.number, v.manifest)
     return GetResult(v.number, writer.files, writer.bytes)
+
+
+def remove_stale_temps(dest: str, older_than: float = STALE_TEMP_SECONDS) -> int:
+    """Delete what killed checkouts of ``dest`` left beside it; return how many.
+
+    A fresh folder is built as ``.<name>.cas-tmp-*`` and a file as
+    ``<name>.cas-tmp-*`` next to ``dest``; a kill leaves them behind, possibly
+    as large as the checkpoint. They never block a checkout (names are unique),
+    so only those older than ``older_than`` seconds are removed: a younger one
+    may belong to a checkout still running.
+    """
+    parent, name = os.path.split(dest)
+    prefixes = (f"{name}{TEMP_MARK}", f".{name}{TEMP_MARK}")
+    cutoff = time.time() - older_than
+    removed = 0
+    try:
+        found = [e for e in os.scandir(parent) if e.name.startswith(prefixes)]
+    except OSError:
+        return 0
+    for entry in found:
+        try:
+            if entry.stat(follow_symlinks=False).st_mtime > cutoff:
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                for dirpath, dirs, _ in os.walk(entry.path):
+                    for d in dirs:  # folders may have read-only modes from a manifest
+                        os.chmod(os.path.join(dirpath, d), 0o700)
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
+            removed += 1
+        except OSError:
+            continue  # best effort: a leftover costs space, never correctness
+    return removed
 
 
 def _remove(full: str) -> None:

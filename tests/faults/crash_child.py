@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import os
 import pathlib
+import shutil
 import sys
 import traceback
 
@@ -34,6 +35,8 @@ def run(store_dir: str, state: str, src: str, dest: str, tag: str, out: str) -> 
             write_exact(source, tree_for(seed))
             version = store.snapshot(WORK, PATH, source)
             os.write(fd, f"{version.number} {seed}\n".encode())
+            if i % 2:  # every other time a fresh checkout (built aside, renamed into place)
+                shutil.rmtree(dest, ignore_errors=True)
             store.checkout(WORK, PATH, dest, overwrite=True)
             os.write(fd, f"checkout {version.number}\n".encode())
     except BaseException:

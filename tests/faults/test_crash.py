@@ -111,7 +111,11 @@ def test_writers_killed_at_random_moments_lose_nothing(tmp_path):
         assert finished.get(v.number, seed) == seed, f"version {v.number} holds the wrong tree"
 
     # Leftovers never block the next writer: it snapshots, and an overwrite checkout
-    # into the destination the killed writers were updating comes out exact.
+    # into the destination the killed writers were updating comes out exact. Folders
+    # that killed fresh checkouts were building beside it are removed once stale.
+    beside = [n for n in os.listdir(tmp_path) if ".cas-tmp-" in n]
+    for name in beside:
+        os.utime(tmp_path / name, (time.time() - 7200, time.time() - 7200))
     after = tree_for("after-the-kills")
     write_exact(tmp_path / "src-after", after)
     last = store.snapshot(crash_child.WORK, crash_child.PATH, tmp_path / "src-after")
@@ -119,6 +123,8 @@ def test_writers_killed_at_random_moments_lose_nothing(tmp_path):
     store.checkout(crash_child.WORK, crash_child.PATH, dest, overwrite=True)
     assert read_files(dest) == after
     assert all_temp_files(dest) == [], "an overwrite checkout kept a killed writer's temp file"
+    store.checkout(crash_child.WORK, crash_child.PATH, tmp_path / "dest-b", overwrite=True)
+    assert [n for n in os.listdir(tmp_path) if ".cas-tmp-" in n] == []
 
     # Stale object temp files are only garbage: cleaning them leaves every version intact.
     stale = store.objects.remove_stale_temps(older_than=0)
@@ -127,7 +133,8 @@ def test_writers_killed_at_random_moments_lose_nothing(tmp_path):
     print(
         f"\ncrash: {kills} kills, {len(finished)} reported + "
         f"{len(numbers) - len(finished)} unreported versions all intact, "
-        f"{objects_checked} objects verified, {stale} stale object temp files removed"
+        f"{objects_checked} objects verified, {stale} stale object temp files and "
+        f"{len(beside)} half-built checkout folders removed"
     )
 
 
@@ -143,3 +150,22 @@ def test_stale_object_temp_files_are_removed_only_when_old(store, tmp_path):
     assert store.objects.remove_stale_temps() == 1
     assert not os.path.exists(old) and os.path.exists(fresh)  # a live writer keeps its file
     assert store.objects.read(digest) == b"payload"
+
+
+def test_half_built_checkouts_beside_a_destination_are_removed_only_when_old(store, tmp_path):
+    src = tmp_path / "src"
+    write_exact(src, tree_for("leftovers"))
+    store.snapshot("w", "p", src)
+    old_dir, old_file = tmp_path / ".dest.cas-tmp-dead01", tmp_path / "dest.cas-tmp-dead02"
+    live = tmp_path / ".dest.cas-tmp-live03"
+    for folder in (old_dir / "locked", live):
+        folder.mkdir(parents=True)
+    (old_dir / "locked" / "half.bin").write_bytes(b"half")
+    os.chmod(old_dir / "locked", 0o500)  # a manifest's read-only folder, half-built
+    old_file.write_bytes(b"half")
+    for leftover in (old_dir, old_file):
+        os.utime(leftover, (time.time() - 7200, time.time() - 7200))
+    store.checkout("w", "p", tmp_path / "dest")
+    assert read_files(tmp_path / "dest") == tree_for("leftovers")
+    assert not old_dir.exists() and not old_file.exists()
+    assert live.exists()  # may belong to a checkout still running
