@@ -12,7 +12,7 @@ $(BIN)/.installed: pyproject.toml
 	touch $@
 
 demo: $(BIN)/.installed
-	$(BIN)/python examples/demo.py
+	$(BIN)/python -m runtime run examples/share_checkpoint.py
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest

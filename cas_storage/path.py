@@ -130,6 +130,14 @@ class Path(_Concrete):
         ctx = context.require("Path.versions()")
         return ctx.store.versions(self._require_origin(), self._key(ctx))
 
+    def store_key(self) -> str:
+        """The key this path is stored under: relative to its work's root, normalized.
+
+        >>> Path("lit://outputs/./ckpt/", origin="root.train").store_key()
+        'outputs/ckpt'
+        """
+        return self._key(context.require("Path.store_key()") if os.path.isabs(self) else None)
+
     # -- helpers ------------------------------------------------------------
     def _require_origin(self) -> str:
         if not self._origin_name:
@@ -139,9 +147,9 @@ class Path(_Concrete):
             )
         return self._origin_name
 
-    def _key(self, ctx: context.WorkContext) -> str:
+    def _key(self, ctx: context.WorkContext | None) -> str:
         text = os.fspath(self)
-        if os.path.isabs(text):
+        if os.path.isabs(text) and ctx is not None:
             root = os.fspath(ctx.root)
             rel = os.path.relpath(text, root)
             if rel == ".." or rel.startswith("../"):
