@@ -56,6 +56,20 @@ class ObjectStore:
     def has(self, digest: str) -> bool:
         return self.fs.exists(self.path(digest))
 
+    def touch(self, digest: str) -> bool:
+        """Mark a present object as just used (gc spares recent objects); False if absent.
+
+        Object stores without a cheap touch rely on gc's grace period alone.
+        """
+        return self.has(digest)
+
+    def mtime(self, digest: str) -> float:
+        """When the object was last written or touched (seconds since the epoch)."""
+        try:
+            return self.fs.modified(self.path(digest)).timestamp()
+        except FileNotFoundError:
+            raise MissingObject(digest) from None
+
     def size(self, digest: str) -> int:
         try:
             return self.fs.size(self.path(digest))
@@ -112,6 +126,19 @@ class LocalObjects(ObjectStore):
     def has(self, digest: str) -> bool:
         return os.path.exists(self.path(digest))
 
+    def touch(self, digest: str) -> bool:
+        try:
+            os.utime(self.path(digest))
+        except FileNotFoundError:
+            return False
+        return True
+
+    def mtime(self, digest: str) -> float:
+        try:
+            return os.stat(self.path(digest)).st_mtime
+        except FileNotFoundError:
+            raise MissingObject(digest) from None
+
     def size(self, digest: str) -> int:
         try:
             return os.stat(self.path(digest)).st_size
@@ -125,6 +152,7 @@ class LocalObjects(ObjectStore):
             # A present object of the wrong size is damaged: rewrite it rather than let
             # a new version reference it. (Same-size damage needs a re-hash: verify.)
             if os.stat(target).st_size == len(data):
+                os.utime(target)  # in use again: gc's grace period starts afresh
                 return digest
         except FileNotFoundError:
             pass

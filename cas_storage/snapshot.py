@@ -149,7 +149,9 @@ class _Reader:
         if cached.size > chunking.THRESHOLD and not cached.chunks:
             return False
         needed = [d for d, _ in cached.chunks] if cached.chunks else [cached.digest]
-        return all(d in self.stored or self.objects.has(d) for d in needed)
+        # touch: an object this snapshot relies on without rewriting it must not look
+        # old and unreferenced to a gc running at the same time.
+        return all(d in self.stored or self.objects.touch(d) for d in needed)
 
     def _read(self, full: str) -> tuple[str, tuple[tuple[str, int], ...], int, os.stat_result]:
         for _ in range(READ_ATTEMPTS):

@@ -19,13 +19,20 @@ import posixpath
 import fsspec
 
 from . import checkout as _checkout
+from . import gc as _gc
+from . import gitexport as _gitexport
 from . import snapshot as _snapshot
+from . import stats as _stats
+from . import verify as _verify
 from .catalog import Catalog, SQLiteCatalog, Version
 from .checkout import GetResult, load_manifest
+from .gc import GcReport
 from .localstate import LocalState
 from .manifest import Manifest
 from .objcatalog import ObjectCatalog
 from .objects import LocalObjects, ObjectStore
+from .stats import Stats
+from .verify import Problem
 
 DEFAULT_URL = "./.cas"
 
@@ -154,6 +161,21 @@ class Store:
         """One version (default latest); ``FileNotFoundError``/``UnknownVersion`` if absent."""
         return self.catalog.get(work, normalize_key(path), number)
 
+    def find_version(self, work: str, path: str, prefix: str) -> Version:
+        """The version of ``(work, path)`` whose manifest digest starts with ``prefix``.
+
+        Raises ``LookupError`` when no version or more than one matches.
+        """
+        if not prefix or any(c not in "0123456789abcdef" for c in prefix):
+            raise ValueError(f"{prefix!r} is not a version number or digest prefix")
+        found = [v for v in self.versions(work, path) if v.manifest.startswith(prefix)]
+        if not found:
+            raise LookupError(f"{work}:{path} has no version whose manifest starts with {prefix}")
+        if len({v.manifest for v in found}) > 1:
+            numbers = ", ".join(str(v.number) for v in found)
+            raise LookupError(f"digest prefix {prefix} is ambiguous: versions {numbers}")
+        return found[-1]
+
     def exists(self, work: str, path: str) -> bool:
         """Whether ``(work, path)`` has at least one version."""
         return self.catalog.latest(work, normalize_key(path)) is not None
@@ -184,6 +206,29 @@ class Store:
             head, tail = posixpath.split(candidate)
             inner = tail if inner == "." else f"{tail}/{inner}"
             candidate = head or "."
+
+    # -- maintenance ---------------------------------------------------------
+    def stats(self) -> Stats:
+        """Logical and stored bytes, dedup ratio, object and version counts."""
+        return _stats.stats(self.objects, self.catalog)
+
+    def verify(self, sample: int | None = None) -> list[Problem]:
+        """Re-hash objects (all, or ``sample`` of them) and check every version's references."""
+        return _verify.verify(self.objects, self.catalog, sample)
+
+    def gc(
+        self,
+        keep_last: int | None = None,
+        dry_run: bool = False,
+        grace_seconds: float = _gc.GRACE_SECONDS,
+    ) -> GcReport:
+        """Drop all but the last ``keep_last`` versions per path, then unreferenced objects."""
+        return _gc.gc(self.objects, self.catalog, keep_last, grace_seconds, dry_run)
+
+    def export_git(self, repo: str, work: str | None = None, path: str | None = None) -> dict:
+        """Write version history as git commits on ``refs/cas/<work>/<path>``."""
+        key = normalize_key(path) if path else None
+        return _gitexport.export_git(self.objects, self.catalog, os.fspath(repo), work, key)
 
     def close(self) -> None:
         for part in (self.catalog, self.state):
