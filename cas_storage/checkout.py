@@ -372,7 +372,9 @@ class _Writer:
         for rel, st in found.items():
             full = os.path.join(root, rel)
             known = self.known.get(full)
-            if known is None or not known.matches(st):
+            # describes(), not matches(): every local copy is re-hashed before use, so a
+            # file written moments ago (inside the racy window) still serves its chunks.
+            if known is None or not known.describes(st):
                 continue
             if known.chunks:
                 offset = 0

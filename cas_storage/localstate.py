@@ -54,13 +54,17 @@ class Known:
 
     def matches(self, st: os.stat_result) -> bool:
         """True when ``st`` is the very file this record describes, unchanged since."""
+        return self.describes(st) and self.mtime_ns < self.recorded_ns - RACY_NS
+
+    def describes(self, st: os.stat_result) -> bool:
+        """Same file and stat as recorded. Without ``matches``' racy-window check, so
+        only good as a hint for content that is verified when used."""
         return (
             self.ino == st.st_ino
             and self.size == st.st_size
             and self.mtime_ns == st.st_mtime_ns
             and self.ctime_ns == st.st_ctime_ns
             and self.dev == st.st_dev
-            and self.mtime_ns < self.recorded_ns - RACY_NS
         )
 
 

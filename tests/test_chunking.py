@@ -1,0 +1,95 @@
+"""Content-defined chunking: storage and transfer cost about what changed."""
+
+import os
+
+import pytest
+from conftest import read_tree
+
+from cas_storage import chunking
+from cas_storage.errors import CorruptObject
+
+MiB = 1024 * 1024
+
+
+def stored_bytes(store) -> int:
+    return sum(store.objects.size(d) for d in store.objects)
+
+
+def chunks_of(store, work="w", path="ckpt"):
+    manifest = store.manifest(store.version(work, path))
+    return [c for e in manifest.files for c in e.chunks]
+
+
+@pytest.fixture(scope="module")
+def payload():
+    return os.urandom(64 * MiB)
+
+
+def test_a_rewritten_middle_costs_about_what_changed(store, tmp_path, payload):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "model.bin").write_bytes(payload)
+    store.snapshot("w", "ckpt", src)
+    assert len(chunks_of(store)) > 16  # large files are chunked
+    store.checkout("w", "ckpt", tmp_path / "serve")
+
+    changed = bytearray(payload)
+    changed[32 * MiB : 33 * MiB] = os.urandom(MiB)
+    (src / "model.bin").write_bytes(bytes(changed))
+    before = stored_bytes(store)
+    store.snapshot("w", "ckpt", src)
+    assert stored_bytes(store) - before < 4 * MiB
+
+    r = store.checkout("w", "ckpt", tmp_path / "serve", overwrite=True)
+    assert r.files_transferred == 1 and 0 < r.bytes_transferred < 4 * MiB
+    assert (tmp_path / "serve" / "model.bin").read_bytes() == bytes(changed)
+
+
+def test_bytes_inserted_at_the_start_reuse_almost_every_chunk(store, tmp_path, payload):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "model.bin").write_bytes(payload)
+    store.snapshot("w", "ckpt", src)
+    old = {d for d, _ in chunks_of(store)}
+    (src / "model.bin").write_bytes(b"13 new bytes!" + payload)
+    store.snapshot("w", "ckpt", src)
+    new = [d for d, _ in chunks_of(store)]
+    reused = sum(1 for d in new if d in old) / len(new)
+    assert reused >= 0.95, f"only {reused:.0%} of chunks reused"
+
+
+def test_identical_resave_stores_and_moves_nothing(store, tmp_path, payload):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "model.bin").write_bytes(payload)
+    v1 = store.snapshot("w", "ckpt", src)
+    store.checkout("w", "ckpt", tmp_path / "serve")
+    objects_before = set(store.objects)
+    (src / "model.bin").write_bytes(payload)  # re-saved: new mtime, same bytes
+    assert store.snapshot("w", "ckpt", src) == v1
+    assert set(store.objects) == objects_before
+    r = store.checkout("w", "ckpt", tmp_path / "serve", overwrite=True)
+    assert (r.files_transferred, r.bytes_transferred) == (0, 0)
+
+
+def test_chunked_round_trip_and_a_corrupt_chunk(store, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    size = 3 * chunking.THRESHOLD + 12345
+    (src / "a.bin").write_bytes(os.urandom(size))
+    (src / "small.txt").write_text("small")
+    store.snapshot("w", "ckpt", src)
+    store.checkout("w", "ckpt", tmp_path / "out")
+    assert read_tree(tmp_path / "out") == read_tree(src)
+
+    digest = chunks_of(store)[1][0]
+    victim = store.objects.path(digest)
+    os.chmod(victim, 0o644)
+    with open(victim, "r+b") as f:
+        f.seek(100)
+        byte = f.read(1)
+        f.seek(100)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    with pytest.raises(CorruptObject, match=digest):
+        store.checkout("w", "ckpt", tmp_path / "fresh")
+    assert not (tmp_path / "fresh").exists()
