@@ -23,6 +23,7 @@ import stat
 import time
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import BinaryIO
 
 from .catalog import Catalog
 from .errors import CasError, CorruptObject, InvalidManifest
@@ -97,10 +98,13 @@ def checkout(
         raise FileExistsError(errno.EEXIST, "exists; pass overwrite=True to replace it", dest)
     remove_stale_temps(dest)
     writer = _Writer(objects, state.under(dest), label)
-    if manifest.kind == FILE:
-        writer.file(dest, manifest.entries[0])
-    else:
-        writer.tree(dest, manifest)
+    try:
+        if manifest.kind == FILE:
+            writer.file(dest, manifest.entries[0])
+        else:
+            writer.tree(dest, manifest)
+    finally:
+        writer.close()
     state.forget(writer.removed)
     state.remember(writer.learned)
     state.record_checkout(dest, store_id, work, path, v.number, v.manifest)
@@ -161,6 +165,7 @@ class _Writer:
         self.removed: list[str] = []
         # digest -> (file, offset, size): content already on this disk, usable instead of a fetch.
         self.local: dict[str, tuple[str, int, int]] = {}
+        self._sources: dict[str, BinaryIO] = {}  # open local files that chunks are read from
         self._fetched: dict[str, int] = {}  # staged temp file -> bytes fetched for it
         self._modes: list[tuple[str, Entry]] = []  # unchanged files whose mode is due to change
 
@@ -384,15 +389,23 @@ class _Writer:
             else:
                 self.local.setdefault(known.digest, (full, 0, known.size))
 
+    def close(self) -> None:
+        for stream in self._sources.values():
+            stream.close()
+        self._sources.clear()
+
     def _local_copy(self, digest: str, size: int) -> bytes | None:
         where = self.local.get(digest)
         if where is None:
             return None
         full, offset, length = where
         try:
-            with open(full, "rb") as stream:
-                stream.seek(offset)
-                data = stream.read(length)
+            stream = self._sources.get(full)
+            if stream is None:
+                # Kept open: a big file lends hundreds of chunks, one open serves them all.
+                stream = self._sources[full] = open(full, "rb")  # noqa: SIM115
+            stream.seek(offset)
+            data = stream.read(length)
         except OSError:
             return None
         # The file may have been replaced since it was indexed: trust only verified bytes.
