@@ -23,6 +23,15 @@ lint: $(BIN)/.installed
 
 bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/bench_store.py
+	$(BIN)/python benchmarks/bench_dedup.py
+	$(BIN)/python benchmarks/bench_runtime.py
+
+$(BIN)/.docs: $(BIN)/.installed
+	$(BIN)/python -m pip install -q -e '.[dev,docs]'
+	touch $@
+
+docs: $(BIN)/.docs
+	$(BIN)/mkdocs build --strict --site-dir site
 
 clean:
 	rm -rf $(VENV) .venv-* .cas .runtime
