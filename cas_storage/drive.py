@@ -39,14 +39,14 @@ import pathlib
 import posixpath
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 
 from . import context
 from .catalog import Version
 from .checkout import GetResult
-from .errors import CasError, VersionExists
-from .hashing import digest_bytes
+from .errors import CasError
 from .manifest import DIR, FILE, Entry, Manifest, mode_bits
+from .snapshot import record
 from .store import Store, normalize_key
 
 PREFIX = "lit://"
@@ -427,28 +427,7 @@ def _drop(store: Store, work: str, key: str) -> None:
 
 def _record(store: Store, work: str, key: str, manifest: Manifest) -> Version:
     """Record ``manifest`` (whose objects are stored) as the next version of ``(work, key)``."""
-    data = manifest.encode()
-    digest = digest_bytes(data)
-    latest = store.catalog.latest(work, key)
-    if latest is not None and latest.manifest == digest:
-        return latest
-    store.objects.put(data, digest)  # the manifest object before the catalog row
-    while True:
-        number = latest.number + 1 if latest else 1
-        version = Version(
-            work,
-            key,
-            number,
-            digest,
-            datetime.now(timezone.utc),
-            len(manifest.files),
-            manifest.size,
-        )
-        try:
-            store.catalog.create(version)
-            return version
-        except VersionExists:
-            latest = store.catalog.latest(work, key)
+    return record(store.objects, store.catalog, work, key, manifest)
 
 
 def _without(entries: tuple[Entry, ...] | list[Entry], inner: str) -> list[Entry]:

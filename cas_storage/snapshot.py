@@ -63,13 +63,32 @@ def snapshot(
     else:
         raise ValueError(f"cannot snapshot {source}: not a file or folder")
 
+    version = record(objects, catalog, work, path, manifest, latest)
+    state.remember(reader.learned)
+    return version
+
+
+def record(
+    objects: ObjectStore,
+    catalog: Catalog,
+    work: str,
+    path: str,
+    manifest: Manifest,
+    latest: Version | None = None,
+) -> Version:
+    """Commit ``manifest`` (whose content objects are stored) as the next version.
+
+    Stores the manifest object, then claims the next number in the catalog. Returns
+    the latest version unchanged when it already has this manifest. ``latest`` is
+    the caller's reading of the current latest version, if it has one.
+    """
+    latest = latest if latest is not None else catalog.latest(work, path)
     data = manifest.encode()
     digest = digest_bytes(data)
-    if latest is None or latest.manifest != digest:
-        objects.put(data, digest)
-        latest = _record_next(catalog, latest, work, path, digest, manifest)
-    state.remember(reader.learned)
-    return latest
+    if latest is not None and latest.manifest == digest:
+        return latest
+    objects.put(data, digest)
+    return _record_next(catalog, latest, work, path, digest, manifest)
 
 
 def _stored_before(objects: ObjectStore, latest: Version | None) -> set[str]:
