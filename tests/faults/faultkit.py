@@ -11,8 +11,6 @@ import os
 import pathlib
 import random
 
-from conftest import read_tree
-
 from cas_storage import Store
 from cas_storage.hashing import digest_bytes
 from cas_storage.manifest import Manifest
@@ -49,7 +47,13 @@ def write_exact(root: pathlib.Path, files: dict[str, bytes]) -> None:
 
 def read_files(root: pathlib.Path) -> dict[str, bytes]:
     """Relative path -> bytes of every regular file below ``root``."""
-    return read_tree(root)
+    out = {}
+    for dirpath, _, names in os.walk(root):
+        for name in names:
+            full = pathlib.Path(dirpath, name)
+            if full.is_file() and not full.is_symlink():
+                out[full.relative_to(root).as_posix()] = full.read_bytes()
+    return out
 
 
 def verify_objects(store: Store) -> int:
