@@ -31,6 +31,7 @@ from .hashing import Hasher, digest_bytes, digest_file
 from .localstate import Known, LocalState, known_from_stat
 from .manifest import DIR, FILE, SYMLINK, Entry, Manifest
 from .objects import ObjectStore
+from .progress import Progress
 from .tree import kind, walk
 
 TEMP_MARK = ".cas-tmp-"
@@ -84,6 +85,7 @@ def checkout(
     version: int | None = None,
     overwrite: bool = False,
     inner: str = ".",
+    progress: Progress | None = None,
 ) -> GetResult:
     """Make ``dest`` hold version ``version`` (default latest) of ``(work, path)``.
 
@@ -98,6 +100,7 @@ def checkout(
         raise FileExistsError(errno.EEXIST, "exists; pass overwrite=True to replace it", dest)
     remove_stale_temps(dest)
     writer = _Writer(objects, state.under(dest), label)
+    writer.progress = progress or Progress()
     try:
         if manifest.kind == FILE:
             writer.file(dest, manifest.entries[0])
@@ -367,7 +370,10 @@ class _Writer:
             raise
         return st, fetched
 
+    progress: Progress = Progress()
+
     def _count(self, name: str, st: os.stat_result, entry: Entry, fetched: int) -> None:
+        self.progress.advance(1, entry.size)
         self.files += 1
         self.bytes += fetched
         self.learned[name] = known_from_stat(st, entry.digest, entry.chunks)

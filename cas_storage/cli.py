@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from .catalog import Version
 from .errors import CasError
 from .manifest import diff
+from .progress import Progress, TerminalProgress
 from .store import Store, default_url
 
 DRIVE_PREFIX = "drive:"
@@ -33,6 +34,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--store", default=None, help="store folder or URL ($CAS_STORE, ./.cas)")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress line on put/get")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, help: str, example: str) -> argparse.ArgumentParser:
@@ -243,8 +245,16 @@ def _diff(store: Store, args: argparse.Namespace) -> None:
             print(f"{mark} {path}")
 
 
+def _progress(args: argparse.Namespace, verb: str) -> Progress:
+    return Progress() if args.quiet or args.json else TerminalProgress(verb)
+
+
 def _put(store: Store, args: argparse.Namespace) -> None:
-    v = store.snapshot(args.work, args.path, args.src)
+    bar = _progress(args, "put")
+    try:
+        v = store.snapshot(args.work, args.path, args.src, progress=bar)
+    finally:
+        bar.done()
     _say(
         args,
         v.to_json(),
@@ -254,7 +264,11 @@ def _put(store: Store, args: argparse.Namespace) -> None:
 
 def _get(store: Store, args: argparse.Namespace) -> None:
     number = _find(store, args.work, args.path, args.version).number
-    r = store.checkout(args.work, args.path, args.dest, number, args.overwrite)
+    bar = _progress(args, "get")
+    try:
+        r = store.checkout(args.work, args.path, args.dest, number, args.overwrite, progress=bar)
+    finally:
+        bar.done()
     _say(
         args,
         dataclasses.asdict(r),

@@ -29,6 +29,7 @@ from .manifest import (
     mode_bits,
 )
 from .objects import ObjectStore
+from .progress import Progress
 from .tree import kind, walk
 
 #: Attempts at reading a file that keeps changing before giving up.
@@ -42,6 +43,7 @@ def snapshot(
     work: str,
     path: str,
     source: str,
+    progress: Progress | None = None,
 ) -> Version:
     """Record ``source`` as the next version of ``(work, path)``; return that version.
 
@@ -55,6 +57,7 @@ def snapshot(
         raise FileNotFoundError(f"cannot snapshot {work}:{path}: {source} does not exist") from None
     latest = catalog.latest(work, path)
     reader = _Reader(objects, state.under(source), _stored_before(objects, latest))
+    reader.progress = progress or Progress()
 
     if stat.S_ISREG(top.st_mode):
         manifest = Manifest.build(FILE, [reader.file_entry(source, ".", top)])
@@ -154,7 +157,10 @@ class _Reader:
         self.stored = stored
         self.learned: dict[str, Known] = {}
 
+    progress: Progress = Progress()
+
     def file_entry(self, full: str, rel: str, st: os.stat_result) -> Entry:
+        self.progress.advance(1, st.st_size)
         cached = self.known.get(full)
         if cached is not None and cached.matches(st) and self._usable(cached):
             mode = file_mode_bits(st.st_mode)

@@ -31,6 +31,7 @@ from .localstate import LocalState
 from .manifest import Manifest
 from .objcatalog import ObjectCatalog
 from .objects import LocalObjects, ObjectStore
+from .progress import Progress
 from .stats import Stats
 from .verify import Problem
 
@@ -118,7 +119,13 @@ class Store:
         return getattr(self.catalog, "store_id", self.url)
 
     # -- writing and reading trees ------------------------------------------
-    def snapshot(self, work: str, path: str, source: str | os.PathLike[str]) -> Version:
+    def snapshot(
+        self,
+        work: str,
+        path: str,
+        source: str | os.PathLike[str],
+        progress: Progress | None = None,
+    ) -> Version:
         """Record the local file or folder ``source`` as the next version of ``(work, path)``."""
         return _snapshot.snapshot(
             self.objects,
@@ -127,6 +134,7 @@ class Store:
             _check_work(work),
             normalize_key(path),
             os.fspath(source),
+            progress,
         )
 
     def checkout(
@@ -137,8 +145,12 @@ class Store:
         version: int | None = None,
         overwrite: bool = False,
         inner: str = ".",
+        progress: Progress | None = None,
     ) -> GetResult:
-        """Materialize a version of ``(work, path)`` (default latest) at ``dest``."""
+        """Materialize a version of ``(work, path)`` (default latest) at ``dest``.
+
+        ``progress`` (e.g. ``TerminalProgress("get")``) hears of every file written.
+        """
         return _checkout.checkout(
             self.objects,
             self.catalog,
@@ -150,6 +162,7 @@ class Store:
             version,
             overwrite,
             inner,
+            progress,
         )
 
     # -- questions ------------------------------------------------------------

@@ -1,5 +1,6 @@
 """The cas CLI against real stores made by real snapshots."""
 
+import io
 import json
 import os
 import pathlib
@@ -12,6 +13,7 @@ from conftest import read_tree, write_tree
 
 from cas_storage import Store
 from cas_storage.cli import HANDLERS, _parser, main
+from cas_storage.progress import TerminalProgress
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
@@ -196,3 +198,31 @@ def test_every_command_has_help_and_is_documented():
     for name, sub in subparsers.choices.items():
         assert sub.description and "example: cas" in sub.epilog, name
         assert re.search(rf"^## `cas {re.escape(name)}", doc, re.MULTILINE), f"{name} undocumented"
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_line_on_a_terminal_only(tmp_path):
+    store = Store.open(tmp_path / ".cas", state=str(tmp_path / "s.db"))
+    src = write_tree(tmp_path / "src", {f"f{i}": os.urandom(1000) for i in range(5)})
+    tty = _Terminal()
+    store.snapshot("w", "p", src, progress=TerminalProgress("put", stream=tty, delay=0))
+    bar = TerminalProgress("get", stream=tty, delay=0)
+    store.checkout("w", "p", tmp_path / "out", progress=bar)
+    bar.done()
+    shown = tty.getvalue()
+    assert "put: " in shown and "get: 5 files, 0.0 MB" in shown and "MB/s" in shown
+    quiet = io.StringIO()  # not a terminal: nothing, even past the delay
+    store.checkout("w", "p", tmp_path / "o2", progress=TerminalProgress("get", quiet, 0))
+    assert quiet.getvalue() == ""
+
+
+def test_quiet_flag(populated, capsys, tmp_path):
+    store_dir, _ = populated
+    code, out, err = cas(
+        store_dir, "--quiet", "get", "root.train", "ckpt", str(tmp_path / "q"), capsys=capsys
+    )
+    assert code == 0 and err == "" and "transferred" in out
