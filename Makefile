@@ -1,33 +1,54 @@
 # Each target creates the virtualenv it needs, so a fresh clone needs only `make demo` / `make test`.
+# `demo` installs the package alone; the test targets add the extras they need.
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip install -q
+CORE := -m "not ray and not browser"
 
-.PHONY: demo test lint bench docs clean
+.PHONY: demo test test-core lint typecheck bench docs browser-deps clean
 
-$(BIN)/.installed: pyproject.toml
+$(BIN)/.base: pyproject.toml
 	$(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(PIP) -e .
 	touch $@
 
-demo: $(BIN)/.installed
+$(BIN)/.test: $(BIN)/.base
+	$(PIP) -e '.[test,s3]'
+	touch $@
+
+$(BIN)/.dev: $(BIN)/.base
+	$(PIP) -e '.[dev]'
+	touch $@
+
+demo: $(BIN)/.base
 	$(BIN)/python -m runtime run examples/share_checkpoint.py
 
-test: $(BIN)/.installed
+# The whole suite: core, S3 (moto), Ray cluster and browser tests.
+test: $(BIN)/.dev browser-deps
 	$(BIN)/python -m pytest
 
-lint: $(BIN)/.installed
+# The core suite alone (what CI runs on every Python 3.10-3.13).
+test-core: $(BIN)/.test
+	$(BIN)/python -m pytest $(CORE)
+
+browser-deps:
+	@bash .ci/browser-deps
+
+lint: $(BIN)/.dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-bench: $(BIN)/.installed
+typecheck: $(BIN)/.dev
+	$(BIN)/mypy --strict cas_storage runtime
+
+bench: $(BIN)/.dev
 	$(BIN)/python benchmarks/bench_store.py
 	$(BIN)/python benchmarks/bench_dedup.py
 	$(BIN)/python benchmarks/bench_runtime.py
 
-$(BIN)/.docs: $(BIN)/.installed
-	$(BIN)/python -m pip install -q -e '.[dev,docs]'
+$(BIN)/.docs: $(BIN)/.dev
+	$(PIP) -e '.[dev,docs]'
 	touch $@
 
 docs: $(BIN)/.docs
