@@ -73,6 +73,20 @@ class Catalog:
         raise NotImplementedError
 
     def delete(self, version: Version) -> None:
+        """Compare-and-delete: remove ``version`` only if its record still names
+        ``version.manifest`` (a number reused since is left alone)."""
+        raise NotImplementedError
+
+    def claim(self, name: str, owner: str) -> tuple[str, bool]:
+        """Create the claim record ``name`` for ``owner`` unless one exists (atomically).
+
+        Returns ``(holder, created)``: the owner named in the record now, and
+        whether this call created it.
+        """
+        raise NotImplementedError
+
+    def release(self, name: str, owner: str) -> None:
+        """Remove the claim record ``name`` if it names ``owner``."""
         raise NotImplementedError
 
     def all_versions(self) -> list[Version]:
@@ -156,6 +170,7 @@ class SQLiteCatalog(Catalog):
                     not_null={"work", "path", "number", "manifest", "created", "files", "bytes"},
                     if_not_exists=True,
                 )
+                db["claims"].create({"name": str, "owner": str}, pk="name", if_not_exists=True)
                 conn.execute(
                     "INSERT OR IGNORE INTO meta(key, value) VALUES ('format', ?), ('store_id', ?)",
                     (str(FORMAT), uuid.uuid4().hex),
@@ -258,6 +273,20 @@ class SQLiteCatalog(Catalog):
             "DELETE FROM versions WHERE work=? AND path=? AND number=? AND manifest=?",
             (version.work, version.path, version.number, version.manifest),
         )
+
+    def claim(self, name: str, owner: str) -> tuple[str, bool]:
+        try:
+            cursor = self.conn.execute(
+                "INSERT OR IGNORE INTO claims(name, owner) VALUES (?, ?)", (name, owner)
+            )
+        except sqlite3.DatabaseError as exc:
+            raise self._failure(exc) from None
+        rows = self._query("SELECT owner FROM claims WHERE name=?", (name,))
+        holder = rows[0][0] if rows else owner
+        return holder, cursor.rowcount == 1
+
+    def release(self, name: str, owner: str) -> None:
+        self._query("DELETE FROM claims WHERE name=? AND owner=?", (name, owner))
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)

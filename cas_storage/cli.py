@@ -14,11 +14,10 @@ from collections.abc import Callable, Sequence
 
 from .catalog import Version
 from .errors import CasError
+from .keys import split_drive_work
 from .manifest import diff
 from .progress import Progress, TerminalProgress
 from .store import Store, default_url
-
-DRIVE_PREFIX = "drive:"
 
 
 def _version_arg(text: str) -> int | str:
@@ -167,9 +166,9 @@ def _ls(store: Store, args: argparse.Namespace) -> None:
             if not versions:
                 raise LookupError(f"{work}:{path} has no stored versions")
             kind, owner = "path", work
-            if work.startswith(DRIVE_PREFIX):
-                kind = "drive " + work[len(DRIVE_PREFIX) :].split("/", 1)[0]
-                owner = work.split("/", 1)[1] if "/" in work else work
+            drive = split_drive_work(work)
+            if drive is not None:
+                kind, owner = f"drive {drive[0]}", drive[1]
             rows.append(
                 {
                     "work": work,
@@ -224,12 +223,12 @@ def _show(store: Store, args: argparse.Namespace) -> None:
 
 def _cat(store: Store, args: argparse.Namespace) -> None:
     v = _find(store, args.work, args.path, args.version)
-    manifest = store.manifest(v).subtree(args.file)
-    if manifest.kind != "file":
-        raise IsADirectoryError(f"{args.file} is a folder in {v.work}:{v.path}; use cas get")
     out = sys.stdout.buffer
-    for digest in manifest.entries[0].objects():
-        out.write(store.objects.read(digest, where=f"{v.work}:{v.path}/{args.file}"))
+    try:
+        for piece in store.read(v, args.file):
+            out.write(piece)
+    except IsADirectoryError as exc:
+        raise IsADirectoryError(f"{exc}; use cas get") from None
     out.flush()
 
 

@@ -14,6 +14,12 @@ Rules that keep reading simple:
   has the folder ``data`` records a new version of ``data`` with ``x`` replaced;
   putting ``data`` while the owner has ``data/x`` records ``data`` and drops the
   ``data/x`` entry (the new snapshot holds whatever is there now).
+- The first work to put a path owns it: ``put`` first creates the drive's
+  create-only *claim* record for that path (``Store.claim``), and the work whose
+  claim exists wins; the other's ``put`` raises ``FileExistsError`` naming the
+  owner and records nothing (unless ``allow_duplicates``).
+- Every ``put`` records exactly one version, of the path itself or of the owner's
+  stored folder that holds it — no temporary keys.
 - ``delete(path)`` removes the owner's catalog rows for ``path`` (and everything
   stored under it); a path inside a folder that was put whole is removed by
   recording a new version of that folder without it. The drive's content is thus
@@ -36,47 +42,18 @@ from __future__ import annotations
 import errno
 import os
 import pathlib
-import posixpath
 import time
-from dataclasses import dataclass
-from datetime import datetime
 
 from . import context
 from .catalog import Version
 from .checkout import GetResult
 from .errors import CasError
-from .manifest import DIR, FILE, Entry, Manifest, mode_bits
-from .snapshot import record
-from .store import Store, normalize_key
+from .keys import ancestors, drive_work, key_under, normalize_key, parse_drive_id
+from .manifest import DIR, FILE
+from .store import Located, Store
 
-PREFIX = "lit://"
-#: Catalog works of drive ``NAME`` are ``drive:NAME/<owner work>``.
-WORK_PREFIX = "drive:"
 #: ``get(timeout=...)`` polls the catalog, starting fast and backing off to this.
 POLL_FIRST, POLL_MAX = 0.05, 0.25
-
-
-def drive_work(name: str, owner: str) -> str:
-    """The catalog work that holds what ``owner`` put into drive ``name``.
-
-    >>> drive_work("shared", "root.a")
-    'drive:shared/root.a'
-    """
-    return f"{WORK_PREFIX}{name}/{owner}"
-
-
-@dataclass(frozen=True)
-class _Found:
-    """Where one owner holds a drive path.
-
-    ``key`` is the stored path holding it (``inner`` is the path inside that
-    snapshot); ``key is None`` means a folder made only of several puts below it
-    (``keys``).
-    """
-
-    key: str | None
-    inner: str = "."
-    keys: tuple[str, ...] = ()
 
 
 class Drive:
@@ -92,7 +69,7 @@ class Drive:
     """
 
     def __init__(self, id: str, allow_duplicates: bool = False) -> None:
-        self.name = _parse_id(id)
+        self.name = parse_drive_id(id)
         self.id = id
         self.allow_duplicates = bool(allow_duplicates)
 
@@ -134,20 +111,19 @@ class Drive:
         real_root = os.path.realpath(ctx.root)
         if os.path.commonpath([os.path.realpath(local), real_root]) != real_root:
             raise ValueError(f"{key} resolves outside the work root {ctx.root}; cannot put it")
+        store, mine = ctx.store, self._work(ctx.name)
+        claimed = False
         if not self.allow_duplicates:
             self._refuse_if_taken(ctx, key)
-        store, mine = ctx.store, self._work(ctx.name)
-        keys = set(store.paths(mine))
-        holder = next((q for q in _ancestors(key) if q in keys), None)
-        if holder is not None:
-            return _merge_into(store, mine, holder, key, local)
-        fresh = key not in keys
-        version = store.snapshot(mine, key, local)
-        for k in keys:
-            if k.startswith(key + "/"):
-                _drop(store, mine, k)  # the new snapshot of ``key`` now holds it
-        if fresh and not self.allow_duplicates:
-            self._settle_race(ctx, key)
+            claimed = self._claim(ctx, key)
+        try:
+            version, replaced = _put(store, mine, key, local)
+        except BaseException:
+            if claimed:  # the first put of this path failed: leave nothing behind
+                store.release(self._claim_name(key), ctx.name)
+            raise
+        for k in replaced:
+            store.release(self._claim_name(k), ctx.name)
         return version
 
     def list(self, path: str | os.PathLike[str] = ".", component_name: str | None = None):
@@ -195,7 +171,7 @@ class Drive:
         """
         ctx = context.require("Drive.get()")
         key = _key(ctx, path)
-        if timeout is not None and timeout < 0:
+        if timeout is not None and not timeout >= 0:
             raise ValueError(f"timeout must be >= 0 seconds, not {timeout}")
         dest = pathlib.Path(ctx.root) / key
         if not overwrite and os.path.lexists(dest):
@@ -239,15 +215,19 @@ class Drive:
         removed = False
         for k in sorted(keys):
             if k == key or k.startswith(key + "/"):
-                _drop(store, mine, k)
+                store.drop(mine, k)
+                store.release(self._claim_name(k), ctx.name)
                 removed = True
-        holder = next((q for q in _ancestors(key) if q in keys), None)
+        holder = next((q for q in ancestors(key) if q in keys), None)
         if holder is not None:
-            base = _manifest(store, mine, holder)
+            latest = store.latest(mine, holder)
             inner = key[len(holder) + 1 :]
-            if base is not None and base.kind == DIR and inner in base.by_path():
-                _record(store, mine, holder, Manifest.build(DIR, _without(base.entries, inner)))
-                removed = True
+            if latest is not None:
+                base = store.manifest(latest)
+                if base.kind == DIR and base.has(inner):
+                    store.record(mine, holder, base.without(inner))
+                    store.release(self._claim_name(key), ctx.name)
+                    removed = True
         if removed:
             return
         others = sorted(self._holders(store, key, None))
@@ -263,16 +243,19 @@ class Drive:
     def _work(self, owner: str) -> str:
         return drive_work(self.name, owner)
 
+    def _claim_name(self, key: str) -> str:
+        return f"{self._work('')}{key}"
+
     def _owners(self, store: Store, component_name: str | None) -> list[str]:
         if component_name is not None:
             return [component_name]
         prefix = self._work("")
         return [w[len(prefix) :] for w in store.works() if w.startswith(prefix)]
 
-    def _holders(self, store: Store, key: str, component_name: str | None) -> dict[str, _Found]:
+    def _holders(self, store: Store, key: str, component_name: str | None) -> dict[str, Located]:
         out = {}
         for owner in self._owners(store, component_name):
-            found = _locate(store, self._work(owner), key)
+            found = store.locate(self._work(owner), key)
             if found is not None:
                 out[owner] = found
         return out
@@ -281,124 +264,85 @@ class Drive:
         who = f"{component_name} has" if component_name else "no work has"
         return f"{self.id}: {who} put this into the drive"
 
+    def _taken(self, key: str, owners: list[str]) -> FileExistsError:
+        return FileExistsError(
+            errno.EEXIST,
+            f"{self.id}: already put by {', '.join(owners)} "
+            "(use Drive(..., allow_duplicates=True) to keep both)",
+            key,
+        )
+
     def _refuse_if_taken(self, ctx: context.WorkContext, key: str) -> None:
         others = sorted(o for o in self._holders(ctx.store, key, None) if o != ctx.name)
         if others:
-            raise FileExistsError(
-                errno.EEXIST,
-                f"{self.id}: already put by {', '.join(others)} "
-                "(use Drive(..., allow_duplicates=True) to keep both)",
-                key,
-            )
+            raise self._taken(key, others)
 
-    def _settle_race(self, ctx: context.WorkContext, key: str) -> None:
-        """Two works that put the same new path at once: the earlier put wins.
+    def _claim(self, ctx: context.WorkContext, key: str) -> bool:
+        """Own ``key`` through its create-only claim record; ``True`` if newly claimed.
 
-        Both check before writing, so both may pass; after writing, each compares
-        when the path was first recorded, and the later one withdraws its put.
+        Of two works putting one new path at once, exactly one creates the claim;
+        the other gets ``FileExistsError`` naming it, before writing anything.
         """
-        store = ctx.store
-        mine = _claimed(store, self._work(ctx.name), _Found(key))
-        if mine is None:
-            return
-        for owner, found in self._holders(store, key, None).items():
-            theirs = _claimed(store, self._work(owner), found)
-            if owner != ctx.name and theirs is not None and (theirs, owner) < (mine, ctx.name):
-                _drop(store, self._work(ctx.name), key)
-                raise FileExistsError(
-                    errno.EEXIST,
-                    f"{self.id}: {owner} put this at the same time, first "
-                    "(use Drive(..., allow_duplicates=True) to keep both)",
-                    key,
-                )
-
-
-def _parse_id(id: object) -> str:
-    bad = f"invalid drive id {id!r}: a drive id is 'lit://' followed by one name without '/'"
-    if not isinstance(id, str) or not id.startswith(PREFIX):
-        raise ValueError(bad)
-    name = id[len(PREFIX) :]
-    if not name or "/" in name or "\0" in name or name in (".", "..") or name != name.strip():
-        raise ValueError(bad)
-    return name
+        owner, created = ctx.store.claim(self._claim_name(key), ctx.name)
+        if owner != ctx.name:
+            raise self._taken(key, [owner])
+        return created
 
 
 def _key(ctx: context.WorkContext, path: str | os.PathLike[str], allow_root: bool = False) -> str:
     """The drive path of ``path``: relative to the work root, normalized, never escaping it."""
-    text = os.fspath(path)
-    if text.startswith(PREFIX):
-        text = text[len(PREFIX) :] or "."
-    if os.path.isabs(text):
-        root = os.fspath(ctx.root)
-        rel = os.path.relpath(text, root)
-        if rel == ".." or rel.startswith("../"):
-            raise ValueError(f"{text} lies outside the work root {root}")
-        text = rel
-    key = normalize_key(text)
+    key = key_under(ctx.root, path)
     if key == "." and not allow_root:
         raise ValueError("name a file or folder inside the work root, not the root itself")
     return key
 
 
-def _ancestors(key: str) -> list[str]:
-    """Proper ancestors of ``key``, deepest first (``a/b/c`` → ``a/b``, ``a``)."""
-    out = []
-    head = posixpath.dirname(key)
-    while head:
-        out.append(head)
-        head = posixpath.dirname(head)
-    return out
+def _put(store: Store, work: str, key: str, local: pathlib.Path) -> tuple[Version, list[str]]:
+    """Record one version holding ``local`` at ``key`` for the owner ``work``.
 
-
-def _manifest(store: Store, work: str, key: str) -> Manifest | None:
-    """The latest manifest of ``(work, key)``; ``None`` if it was just deleted."""
-    latest = store.catalog.latest(work, key)
-    return None if latest is None else store.manifest(latest)
-
-
-def _locate(store: Store, work: str, key: str) -> _Found | None:
-    keys = store.paths(work)
-    if key in keys:
-        return _Found(key)
-    for holder in _ancestors(key):
-        if holder in keys:
-            base = _manifest(store, work, holder)
-            inner = key[len(holder) + 1 :]
-            if base is not None and base.kind == DIR and inner in base.by_path():
-                return _Found(holder, inner)
-            break
-    below = tuple(k for k in keys if key == "." or k.startswith(key + "/"))
-    return _Found(None, keys=below) if below else None
+    Per owner, stored paths never nest: inside a stored folder the folder gets the
+    new version; a folder over stored paths replaces them. Returns the version
+    and the stored paths it replaced.
+    """
+    keys = set(store.paths(work))
+    holder = next((q for q in ancestors(key) if q in keys), None)
+    if holder is not None:
+        return store.snapshot(work, holder, local, at=key[len(holder) + 1 :]), []
+    version = store.snapshot(work, key, local)
+    replaced = sorted(k for k in keys if k.startswith(key + "/"))
+    for k in replaced:
+        store.drop(work, k)  # the new snapshot of ``key`` now holds it
+    return version, replaced
 
 
 def _children(store: Store, work: str, key: str) -> set[str] | None:
     """Names directly under ``key`` for one owner; ``None`` if the owner lacks ``key``."""
-    found = _locate(store, work, key)
+    found = store.locate(work, key)
     if found is None:
         return None
     names: set[str] = set()
-    if found.key is not None:
-        base = _manifest(store, work, found.key)
-        if base is None:
+    if found.stored is not None:
+        latest = store.latest(work, found.stored)
+        if latest is None:
             return None
-        sub = base.subtree(found.inner)
+        sub = store.manifest(latest).subtree(found.inner)
         if sub.kind == FILE:
             raise NotADirectoryError(key)
         names |= {e.path for e in sub.entries if "/" not in e.path}
-    for k in found.keys:
+    for k in found.below:
         rest = k if key == "." else k[len(key) + 1 :]
         names.add(rest.split("/", 1)[0])
     return names
 
 
-def _checkout(store: Store, work: str, key: str, found: _Found, dest: pathlib.Path) -> GetResult:
-    if found.key is not None:
-        return store.checkout(work, found.key, dest, overwrite=True, inner=found.inner)
+def _checkout(store: Store, work: str, key: str, found: Located, dest: pathlib.Path) -> GetResult:
+    if found.stored is not None:
+        return store.checkout(work, found.stored, dest, overwrite=True, inner=found.inner)
     # A folder assembled from several puts below it: check each out in place.
     if os.path.lexists(dest) and (os.path.islink(dest) or not os.path.isdir(dest)):
         os.unlink(dest)
     results = []
-    for k in found.keys:
+    for k in found.below:
         rel = k if key == "." else k[len(key) + 1 :]
         results.append(store.checkout(work, k, dest / rel, overwrite=True))
     return GetResult(
@@ -408,63 +352,4 @@ def _checkout(store: Store, work: str, key: str, found: _Found, dest: pathlib.Pa
     )
 
 
-def _claimed(store: Store, work: str, found: _Found) -> datetime | None:
-    """When the owner first recorded what it holds at this path."""
-    keys = [found.key] if found.key is not None else list(found.keys)
-    times = [vs[0].created for k in keys if (vs := store.catalog.versions(work, k))]
-    return min(times) if times else None
-
-
-def _drop(store: Store, work: str, key: str) -> None:
-    """Delete every version of ``(work, key)``, oldest first.
-
-    Oldest first, so that a concurrent reader still finds the latest version
-    until the very last row goes.
-    """
-    for version in store.catalog.versions(work, key):
-        store.catalog.delete(version)
-
-
-def _record(store: Store, work: str, key: str, manifest: Manifest) -> Version:
-    """Record ``manifest`` (whose objects are stored) as the next version of ``(work, key)``."""
-    return record(store.objects, store.catalog, work, key, manifest)
-
-
-def _without(entries: tuple[Entry, ...] | list[Entry], inner: str) -> list[Entry]:
-    return [e for e in entries if e.path != inner and not e.path.startswith(inner + "/")]
-
-
-def _merge_into(store: Store, work: str, holder: str, key: str, local: pathlib.Path) -> Version:
-    """Put ``key`` that lies inside the owner's stored folder ``holder``.
-
-    The new content is snapshotted under its own key (storing its objects), then
-    spliced into a new version of ``holder``, and the temporary key is dropped.
-    """
-    part = store.manifest(store.snapshot(work, key, local))
-    base = _manifest(store, work, holder)
-    entries = list(base.entries) if base is not None and base.kind == DIR else []
-    inner = key[len(holder) + 1 :]
-    holder_local = local.parents[inner.count("/")]  # the holder folder on this disk
-    entries = _without(entries, inner)
-    # Folders between holder and key must be folders in the manifest too.
-    for parent in reversed(_ancestors(inner)):
-        existing = next((e for e in entries if e.path == parent), None)
-        if existing is not None and existing.type == DIR:
-            continue
-        entries = _without(entries, parent)
-        entries.append(Entry(parent, DIR, mode_bits(os.stat(holder_local / parent).st_mode)))
-    if part.kind == FILE:
-        e = part.entries[0]
-        entries.append(Entry(inner, FILE, e.mode, e.size, e.digest, e.chunks))
-    else:
-        entries.append(Entry(inner, DIR, mode_bits(os.stat(local).st_mode)))
-        for e in part.entries:
-            entries.append(
-                Entry(f"{inner}/{e.path}", e.type, e.mode, e.size, e.digest, e.chunks, e.target)
-            )
-    version = _record(store, work, holder, Manifest.build(DIR, entries))
-    _drop(store, work, key)
-    return version
-
-
-__all__ = ["Drive", "drive_work"]
+__all__ = ["Drive", "drive_work", "normalize_key"]

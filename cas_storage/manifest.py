@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from .errors import InvalidManifest
 from .hashing import digest_bytes, is_digest
+from .keys import ancestors
 
 FORMAT = 1
 FILE, SYMLINK, DIR = "file", "symlink", "dir"
@@ -150,6 +151,51 @@ class Manifest:
         if exact is None and not inner:
             raise FileNotFoundError(f"{rel} is not in this snapshot")
         return Manifest.build(DIR, [_replace_path(e, e.path[len(prefix) :]) for e in inner])
+
+    def has(self, rel: str) -> bool:
+        """Whether ``rel`` (a path inside this snapshot, ``"."`` for itself) is in it."""
+        return rel == "." or any(e.path == rel for e in self.entries)
+
+    # -- surgery (new manifests; a manifest itself never changes) -------------
+    def without(self, rel: str) -> Manifest:
+        """This folder manifest without ``rel`` and everything below it.
+
+        >>> m = Manifest.build(DIR, [Entry("a", DIR, 0o755), Entry("a/b", DIR, 0o755)])
+        >>> [e.path for e in m.without("a/b").entries]
+        ['a']
+        """
+        prefix = rel + "/"
+        kept = [e for e in self.entries if e.path != rel and not e.path.startswith(prefix)]
+        return Manifest.build(self.kind, kept)
+
+    def graft(self, rel: str, part: Manifest, folder_modes: dict[str, int]) -> Manifest:
+        """This folder manifest with ``part`` (file or folder) placed at ``rel``.
+
+        Whatever was at ``rel`` goes. Folders on the way to ``rel`` that are
+        missing (or are not folders) are added with the mode ``folder_modes``
+        gives them (default ``0o755``); ``folder_modes[rel]`` is the mode of
+        ``rel`` itself when ``part`` is a folder.
+
+        >>> empty = "99aa06d3014798d86001c324468d497f"
+        >>> one = Manifest.build(FILE, [Entry(".", FILE, 0o644, 0, empty)])
+        >>> [e.path for e in Manifest.build(DIR, []).graft("a/x", one, {}).entries]
+        ['a', 'a/x']
+        """
+        base = self if self.kind == DIR else Manifest.build(DIR, [])
+        entries = list(base.without(rel).entries)
+        have = {e.path: e for e in entries}
+        for parent in reversed(ancestors(rel)):
+            if parent in have and have[parent].type == DIR:
+                continue
+            entries = list(Manifest(DIR, tuple(entries)).without(parent).entries)
+            entries.append(Entry(parent, DIR, folder_modes.get(parent, 0o755)))
+            have = {e.path: e for e in entries}
+        if part.kind == FILE:
+            entries.append(_replace_path(part.entries[0], rel))
+        else:
+            entries.append(Entry(rel, DIR, folder_modes.get(rel, 0o755)))
+            entries += [_replace_path(e, f"{rel}/{e.path}") for e in part.entries]
+        return Manifest.build(DIR, entries)
 
     # -- validation ---------------------------------------------------------
     def validate(self) -> None:

@@ -123,3 +123,31 @@ class ObjectCatalog(Catalog):
     def delete(self, version: Version) -> None:
         with contextlib.suppress(FileNotFoundError):
             self.fs.rm_file(self._location(version))
+
+    def _claim_location(self, name: str) -> str:
+        return posixpath.join(self.root, "claims", f"{_name(name)}.json")
+
+    def claim(self, name: str, owner: str) -> tuple[str, bool]:
+        location = self._claim_location(name)
+        try:
+            with self.fs.open(location, "xb") as out:
+                out.write(json.dumps({"owner": owner}).encode())
+            return owner, True
+        except FileExistsError:
+            pass
+        try:
+            return json.loads(self.fs.cat_file(location))["owner"], False
+        except FileNotFoundError:
+            return self.claim(name, owner)  # released meanwhile: try again
+        except (ValueError, KeyError, TypeError) as exc:
+            raise StoreFormatError(f"claim record {location} is damaged: {exc}") from None
+
+    def release(self, name: str, owner: str) -> None:
+        location = self._claim_location(name)
+        try:
+            holder = json.loads(self.fs.cat_file(location)).get("owner")
+        except (FileNotFoundError, ValueError, AttributeError):
+            return
+        if holder == owner:
+            with contextlib.suppress(FileNotFoundError):
+                self.fs.rm_file(location)

@@ -16,7 +16,7 @@ import os
 import posixpath
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import fsspec
 
@@ -55,6 +55,10 @@ class ObjectStore:
 
     def has(self, digest: str) -> bool:
         return self.fs.exists(self.path(digest))
+
+    def missing(self, digests: Iterable[str]) -> set[str]:
+        """Which of ``digests`` the store does not hold (a batch existence check)."""
+        return {d for d in set(digests) if not self.has(d)}
 
     def touch(self, digest: str) -> bool:
         """Mark a present object as just used (gc spares recent objects); False if absent.

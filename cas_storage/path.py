@@ -18,16 +18,14 @@ from typing import Any
 from . import context
 from .catalog import Version
 from .checkout import GetResult
-from .store import normalize_key
+from .keys import LIT_PREFIX, key_under, normalize_key, strip_lit
 
-PREFIX = "lit://"
+PREFIX = LIT_PREFIX
 _Concrete = type(pathlib.Path())  # PosixPath here; pathlib.Path itself lacks a flavour <3.12
 
 
 def _strip(arg: Any) -> Any:
-    if isinstance(arg, str) and arg.startswith(PREFIX):
-        return arg[len(PREFIX) :] or "."
-    return arg
+    return strip_lit(arg) if isinstance(arg, str) else arg
 
 
 def _inherited_origin(args: tuple) -> str:
@@ -97,17 +95,8 @@ class Path(_Concrete):
                 return ctx.origins.exists(origin, key)
             except context.OriginUnavailable:
                 pass
-        found = ctx.store.resolve(origin, key)
-        if found is None:
-            return False
-        stored, inner = found
-        if inner == ".":
-            return True
-        try:
-            ctx.store.manifest(ctx.store.version(origin, stored)).subtree(inner)
-        except FileNotFoundError:
-            return False
-        return True
+        found = ctx.store.locate(origin, key)
+        return found is not None and found.stored is not None
 
     def get(self, overwrite: bool = False, version: int | None = None) -> GetResult:
         """Make the origin's file or folder available here; move only what differs.
@@ -148,14 +137,7 @@ class Path(_Concrete):
         return self._origin_name
 
     def _key(self, ctx: context.WorkContext | None) -> str:
-        text = os.fspath(self)
-        if os.path.isabs(text) and ctx is not None:
-            root = os.fspath(ctx.root)
-            rel = os.path.relpath(text, root)
-            if rel == ".." or rel.startswith("../"):
-                raise ValueError(f"{text} lies outside the work root {root}")
-            text = rel
-        return normalize_key(text)
+        return key_under(ctx.root, self) if ctx is not None else normalize_key(self)
 
     def _local(self, ctx: context.WorkContext) -> pathlib.Path:
         return pathlib.Path(ctx.root) / self._key(ctx)
@@ -174,11 +156,10 @@ def _locate(
             if live is None:
                 raise FileNotFoundError(errno.ENOENT, f"{origin} has no such path", key)
             return live.path, ".", live.number
-    found = ctx.store.resolve(origin, key)
-    if found is None:
+    found = ctx.store.locate(origin, key)
+    if found is None or found.stored is None:
         raise FileNotFoundError(errno.ENOENT, f"{origin} has no stored version of", key)
-    stored, inner = found
-    return stored, inner, version
+    return found.stored, found.inner, version
 
 
 def _rebuild(text: str, origin: str) -> Path:

@@ -4,20 +4,32 @@ Write order is the commit protocol (restic's rule): every object a manifest
 needs is stored first, then the manifest object, and only then the catalog row.
 A crash at any point leaves at most unreferenced objects, never a version that
 points at something missing.
+
+``build`` turns a local tree into a manifest (storing what is new) and says which
+objects it *reused* without writing them — those named by the stat cache or by
+the previous version. ``record`` commits a manifest. Both run under the store's
+shared lease (``locks.py``), so gc deletes nothing between the two; objects
+reused from before the lease are checked to still exist (``gc`` may have freed
+them before the lease began) and re-read when not.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import random
 import stat
+import time
 import warnings
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import BinaryIO
 
 from . import chunking
 from .catalog import Catalog, Version
-from .errors import SourceChanged, VersionExists
+from .errors import CasError, SourceChanged, VersionExists
 from .hashing import Hasher, digest_bytes
-from .localstate import Known, LocalState, known_from_stat
+from .localstate import Known, known_from_stat
 from .manifest import (
     DIR,
     FILE,
@@ -34,41 +46,70 @@ from .tree import kind, walk
 
 #: Attempts at reading a file that keeps changing before giving up.
 READ_ATTEMPTS = 3
+#: Lost races for a version number before giving up (each loss means another writer won).
+RECORD_ATTEMPTS = 200
 
 
-def snapshot(
+@dataclass
+class Built:
+    """A manifest of a local tree, what it reused unread, and what the stat cache learns."""
+
+    manifest: Manifest
+    reused: set[str] = field(default_factory=set)
+    learned: dict[str, Known] = field(default_factory=dict)
+
+
+def build(
     objects: ObjectStore,
-    catalog: Catalog,
-    state: LocalState,
-    work: str,
-    path: str,
+    known: dict[str, Known],
     source: str,
+    stored: set[str],
     progress: Progress | None = None,
-) -> Version:
-    """Record ``source`` as the next version of ``(work, path)``; return that version.
+) -> Built:
+    """The manifest of ``source``, storing every object that ``stored`` lacks.
 
-    Unchanged content returns the existing latest version and records nothing.
-    Files whose stat matches the stat cache are not read again.
+    ``known`` is the stat cache below ``source``; ``stored`` the objects taken to
+    be in the store already (the previous version's). Raises ``FileNotFoundError``
+    when ``source`` does not exist.
     """
-    source = os.path.abspath(source)
     try:
         top = os.stat(source)
     except FileNotFoundError:
-        raise FileNotFoundError(f"cannot snapshot {work}:{path}: {source} does not exist") from None
-    latest = catalog.latest(work, path)
-    reader = _Reader(objects, state.under(source), _stored_before(objects, latest))
-    reader.progress = progress or Progress()
-
+        raise FileNotFoundError(f"cannot snapshot {source}: it does not exist") from None
+    reader = _Reader(objects, known, stored, progress or Progress())
     if stat.S_ISREG(top.st_mode):
-        manifest = Manifest.build(FILE, [reader.file_entry(source, ".", top)])
+        entry = reader.file_entry(source, ".", top)
+        if entry is None:
+            raise FileNotFoundError(f"cannot snapshot {source}: it vanished while being read")
+        manifest = Manifest.build(FILE, [entry])
     elif stat.S_ISDIR(top.st_mode):
         manifest = Manifest.build(DIR, _dir_entries(reader, source))
     else:
         raise ValueError(f"cannot snapshot {source}: not a file or folder")
+    return Built(manifest, reader.reused, reader.learned)
 
-    version = record(objects, catalog, work, path, manifest, latest)
-    state.remember(reader.learned)
-    return version
+
+def build_durable(
+    objects: ObjectStore,
+    known: dict[str, Known],
+    source: str,
+    stored: set[str],
+    progress: Progress | None = None,
+) -> Built:
+    """``build``, then make sure every object it reused unread still exists.
+
+    Run under the shared lease: an object found missing (freed by a gc that ran
+    before the lease) is forgotten and its file read again; objects written under
+    the lease stay, because gc cannot delete while the lease is held.
+    """
+    for _ in range(READ_ATTEMPTS):
+        built = build(objects, known, source, stored, progress)
+        gone = objects.missing(built.reused)
+        if not gone:
+            return built
+        stored = stored - gone
+        known = {p: k for p, k in known.items() if not gone.intersection(_needs(k))}
+    raise CasError(f"cannot snapshot {source}: objects keep disappearing from the store")
 
 
 def record(
@@ -77,38 +118,21 @@ def record(
     work: str,
     path: str,
     manifest: Manifest,
-    latest: Version | None = None,
 ) -> Version:
     """Commit ``manifest`` (whose content objects are stored) as the next version.
 
-    Stores the manifest object, then claims the next number in the catalog. Returns
-    the latest version unchanged when it already has this manifest. ``latest`` is
-    the caller's reading of the current latest version, if it has one.
+    Run under the shared lease. Returns the latest version unchanged when it has
+    this very manifest — read from the catalog now, so never a version dropped in
+    the meantime. Stores the manifest object, then claims the next number; a lost
+    race re-reads and tries the next, at most ``RECORD_ATTEMPTS`` times.
     """
-    latest = latest if latest is not None else catalog.latest(work, path)
     data = manifest.encode()
     digest = digest_bytes(data)
+    latest = catalog.latest(work, path)
     if latest is not None and latest.manifest == digest:
         return latest
     objects.put(data, digest)
-    return _record_next(catalog, latest, work, path, digest, manifest)
-
-
-def _stored_before(objects: ObjectStore, latest: Version | None) -> set[str]:
-    """Objects the previous version references: they are in the store already."""
-    if latest is None:
-        return set()
-    try:
-        return Manifest.decode(objects.read(latest.manifest)).objects()
-    except (OSError, ValueError):
-        return set()  # a damaged previous version must not block a new snapshot
-
-
-def _record_next(
-    catalog: Catalog, latest: Version | None, work: str, path: str, digest: str, manifest: Manifest
-) -> Version:
-    """Claim the next version number; on a lost race, re-read and try the one after."""
-    while True:
+    for attempt in range(RECORD_ATTEMPTS):
         number = latest.number + 1 if latest else 1
         version = Version(
             work,
@@ -126,6 +150,15 @@ def _record_next(
             latest = catalog.latest(work, path)
             if latest is not None and latest.manifest == digest:
                 return latest  # a concurrent writer recorded the same content
+            time.sleep(random.uniform(0, 0.001 * min(attempt, 50)))  # spread a pile-up
+    raise CasError(
+        f"could not record a version of {work}:{path}: lost the race for a version "
+        f"number {RECORD_ATTEMPTS} times to other writers; try again"
+    )
+
+
+def _needs(known: Known) -> set[str]:
+    return {d for d, _ in known.chunks} if known.chunks else {known.digest}
 
 
 def _dir_entries(reader: _Reader, source: str) -> list[Entry]:
@@ -136,9 +169,14 @@ def _dir_entries(reader: _Reader, source: str) -> list[Entry]:
         if what == "dir":
             entries.append(Entry(rel, DIR, mode_bits(st.st_mode)))
         elif what == "file":
-            entries.append(reader.file_entry(full, rel, st))
+            entry = reader.file_entry(full, rel, st)
+            if entry is not None:
+                entries.append(entry)
         elif what == "symlink":
-            target = os.readlink(full)
+            try:
+                target = os.readlink(full)
+            except FileNotFoundError:
+                continue  # removed during the walk: not part of the tree any more
             if link_stays_inside(rel, target):
                 entries.append(Entry(rel, SYMLINK, 0o777, target=target))
             else:
@@ -148,39 +186,66 @@ def _dir_entries(reader: _Reader, source: str) -> list[Entry]:
     return entries
 
 
+def _open_file(full: str) -> BinaryIO:
+    """Open a file the walk saw as a regular file; ``SourceChanged`` if it no longer is.
+
+    Non-blocking and not following links, so a file replaced meanwhile by a fifo
+    or a symlink is refused instead of blocking or leaving the tree.
+    """
+    try:
+        stream = open(full, "rb", opener=_no_follow)  # noqa: SIM115 - closed by the caller
+    except (IsADirectoryError, NotADirectoryError):
+        raise SourceChanged(full) from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise SourceChanged(full) from None
+        raise
+    if not stat.S_ISREG(os.fstat(stream.fileno()).st_mode):
+        stream.close()
+        raise SourceChanged(full)
+    return stream
+
+
+def _no_follow(path: str, flags: int) -> int:
+    return os.open(path, flags | os.O_NONBLOCK | os.O_NOFOLLOW)
+
+
 class _Reader:
     """Turns files into entries, reading only what the stat cache cannot vouch for."""
 
-    def __init__(self, objects: ObjectStore, known: dict[str, Known], stored: set[str]) -> None:
+    def __init__(
+        self, objects: ObjectStore, known: dict[str, Known], stored: set[str], progress: Progress
+    ) -> None:
         self.objects = objects
         self.known = known
         self.stored = stored
+        self.progress = progress
         self.learned: dict[str, Known] = {}
+        self.reused: set[str] = set()  # objects referenced without being written now
 
-    progress: Progress = Progress()
-
-    def file_entry(self, full: str, rel: str, st: os.stat_result) -> Entry:
+    def file_entry(self, full: str, rel: str, st: os.stat_result) -> Entry | None:
+        """The entry of one file; ``None`` if it vanished before it could be read."""
         self.progress.advance(1, st.st_size)
         cached = self.known.get(full)
         if cached is not None and cached.matches(st) and self._usable(cached):
+            self.reused |= _needs(cached)
             mode = file_mode_bits(st.st_mode)
             return Entry(rel, FILE, mode, st.st_size, cached.digest, cached.chunks)
-        digest, chunks, size, seen = self._read(full)
+        try:
+            digest, chunks, size, seen = self._read(full)
+        except FileNotFoundError:
+            return None  # deleted (or renamed away) during the walk: not in the tree now
         self.learned[full] = known_from_stat(seen, digest, chunks)
         return Entry(rel, FILE, file_mode_bits(seen.st_mode), size, digest, chunks)
 
     def _usable(self, cached: Known) -> bool:
         # Chunk lists from another chunker setting would not dedup with new ones.
-        if cached.size > chunking.THRESHOLD and not cached.chunks:
-            return False
-        needed = [d for d, _ in cached.chunks] if cached.chunks else [cached.digest]
-        # touch: an object this snapshot relies on without rewriting it must not look
-        # old and unreferenced to a gc running at the same time.
-        return all(d in self.stored or self.objects.touch(d) for d in needed)
+        return not (cached.size > chunking.THRESHOLD and not cached.chunks)
 
     def _read(self, full: str) -> tuple[str, tuple[tuple[str, int], ...], int, os.stat_result]:
+        """Store one file's content; re-read it when it changed while being read."""
         for _ in range(READ_ATTEMPTS):
-            with open(full, "rb") as stream:
+            with _open_file(full) as stream:
                 before = os.fstat(stream.fileno())
                 if before.st_size <= chunking.THRESHOLD:
                     data = stream.read()
@@ -192,13 +257,15 @@ class _Reader:
                 return digest, chunks, size, after
         raise SourceChanged(full)
 
-    def _read_chunked(self, stream) -> tuple[str, tuple[tuple[str, int], ...], int]:
+    def _read_chunked(self, stream: BinaryIO) -> tuple[str, tuple[tuple[str, int], ...], int]:
         whole = Hasher()
         chunks = []
         for piece in chunking.chunks(stream):
             whole.update(piece)
             digest = digest_bytes(piece)
-            if digest not in self.stored:
+            if digest in self.stored:
+                self.reused.add(digest)
+            else:
                 self.objects.put(piece, digest)
             chunks.append((digest, len(piece)))
         return whole.hexdigest(), tuple(chunks), sum(s for _, s in chunks)

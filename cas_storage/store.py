@@ -14,7 +14,8 @@
 from __future__ import annotations
 
 import os
-import posixpath
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import fsspec
 
@@ -26,9 +27,11 @@ from . import stats as _stats
 from . import verify as _verify
 from .catalog import Catalog, SQLiteCatalog, Version
 from .checkout import GetResult, load_manifest
+from .errors import CasError, MissingObject
 from .gc import GcReport
+from .keys import ancestors, check_text, check_work, normalize_key
 from .localstate import LocalState
-from .manifest import Manifest
+from .manifest import DIR, Manifest, mode_bits
 from .objcatalog import ObjectCatalog
 from .objects import LocalObjects, ObjectStore
 from .progress import Progress
@@ -43,27 +46,14 @@ def default_url() -> str:
     return os.environ.get("CAS_STORE") or DEFAULT_URL
 
 
-def normalize_key(path: str) -> str:
-    """The catalog key of a shared path: relative, POSIX, no ``..``.
+@dataclass(frozen=True)
+class Located:
+    """Where a work holds a path: inside the stored path ``stored`` at ``inner``,
+    or (``stored is None``) as a folder made only of the stored paths ``below``."""
 
-    >>> normalize_key("./outputs//ckpt/")
-    'outputs/ckpt'
-    """
-    text = str(path)
-    if not text or "\0" in text:
-        raise ValueError(f"invalid shared path {path!r}: empty or contains NUL")
-    if text.startswith("/"):
-        raise ValueError(f"shared path {path!r} must be relative to the work's root")
-    norm = posixpath.normpath(text)
-    if norm == ".." or norm.startswith("../"):
-        raise ValueError(f"shared path {path!r} escapes the work's root")
-    return norm
-
-
-def _check_work(work: str) -> str:
-    if not isinstance(work, str) or not work or "\0" in work:
-        raise ValueError(f"invalid work name {work!r}")
-    return work
+    stored: str | None
+    inner: str = "."
+    below: tuple[str, ...] = ()
 
 
 class Store:
@@ -125,17 +115,65 @@ class Store:
         path: str,
         source: str | os.PathLike[str],
         progress: Progress | None = None,
+        at: str = ".",
     ) -> Version:
-        """Record the local file or folder ``source`` as the next version of ``(work, path)``."""
-        return _snapshot.snapshot(
-            self.objects,
-            self.catalog,
-            self.state,
-            _check_work(work),
-            normalize_key(path),
-            os.fspath(source),
-            progress,
-        )
+        """Record the local file or folder ``source`` as the next version of ``(work, path)``.
+
+        With ``at`` (a path inside the stored folder ``path``), ``source`` replaces
+        what the latest version holds at ``at``; the rest of the folder is kept.
+        Unchanged content returns the latest version and records nothing.
+        """
+        work, key = check_work(work), normalize_key(path)
+        source = os.path.abspath(os.fspath(source))
+        inner = normalize_key(at)
+        latest = self.catalog.latest(work, key)
+        base = None
+        if latest is not None:
+            try:
+                base = self.manifest(latest)
+            except (CasError, OSError):
+                if inner != ".":
+                    raise
+                # A damaged previous version must not block a new, whole snapshot.
+        stored = base.objects() if base is not None else set()
+        known = self.state.under(source)
+        built = _snapshot.build_durable(self.objects, known, source, stored, progress)
+        manifest = built.manifest
+        if inner != ".":
+            # The folders from the stored folder down to ``source``, as they are on disk.
+            top = source
+            for _ in inner.split("/"):
+                top = os.path.dirname(top)
+            modes = {
+                rel: mode_bits(os.stat(os.path.join(top, rel)).st_mode)
+                for rel in [*ancestors(inner), inner]
+            }
+            empty = Manifest.build(DIR, [])
+            manifest = (base if base is not None else empty).graft(inner, manifest, modes)
+        version = _snapshot.record(self.objects, self.catalog, work, key, manifest)
+        self.state.remember(built.learned)
+        return version
+
+    def record(self, work: str, path: str, manifest: Manifest) -> Version:
+        """Record ``manifest`` as the next version; every object it needs must be stored.
+
+        Raises ``MissingObject`` naming the first object the store lacks.
+        """
+        work, key = check_work(work), normalize_key(path)
+        gone = self.objects.missing(manifest.objects())
+        if gone:
+            raise MissingObject(sorted(gone)[0], f"a new version of {work}:{key}")
+        return _snapshot.record(self.objects, self.catalog, work, key, manifest)
+
+    def drop(self, work: str, path: str) -> None:
+        """Delete every version of ``(work, path)``, oldest first.
+
+        Oldest first, so that a concurrent reader still finds the latest version
+        until the very last row goes; each delete is a compare-and-delete, so a
+        version recorded meanwhile under a reused number survives.
+        """
+        for version in self.catalog.versions(work, normalize_key(path)):
+            self.catalog.delete(version)
 
     def checkout(
         self,
@@ -156,7 +194,7 @@ class Store:
             self.catalog,
             self.state,
             self.store_id,
-            _check_work(work),
+            check_work(work),
             normalize_key(path),
             os.fspath(dest),
             version,
@@ -189,12 +227,18 @@ class Store:
             raise LookupError(f"digest prefix {prefix} is ambiguous: versions {numbers}")
         return found[-1]
 
+    def latest(self, work: str, path: str) -> Version | None:
+        """The latest version of ``(work, path)``, ``None`` when it has none."""
+        return self.catalog.latest(work, normalize_key(path))
+
     def exists(self, work: str, path: str) -> bool:
         """Whether ``(work, path)`` has at least one version."""
         return self.catalog.latest(work, normalize_key(path)) is not None
 
     def manifest(self, version: Version) -> Manifest:
-        return load_manifest(self.objects, version.manifest)
+        """The manifest of ``version`` (verified; errors name the version)."""
+        label = f"{version.work}:{version.path} version {version.number}"
+        return load_manifest(self.objects, version.manifest, label)
 
     def works(self) -> list[str]:
         return self.catalog.works()
@@ -202,23 +246,55 @@ class Store:
     def paths(self, work: str) -> list[str]:
         return self.catalog.paths(work)
 
-    def resolve(self, work: str, path: str) -> tuple[str, str] | None:
-        """The stored path that holds ``path`` (itself or its nearest stored parent).
+    def locate(self, work: str, path: str) -> Located | None:
+        """Where ``work`` holds ``path``; ``None`` when it does not.
 
-        Returns ``(stored path, path inside it)``, or ``None`` when nothing holds it.
+        ``path`` is held when it is a stored path itself, lies inside the latest
+        version of its nearest stored ancestor, or has stored paths below it.
 
-        >>> # e.g. ("outputs/ckpt", "model.pt") for "outputs/ckpt/model.pt"
+        >>> # e.g. Located("outputs/ckpt", "model.pt") for "outputs/ckpt/model.pt"
         """
         key = normalize_key(path)
-        candidate, inner = key, "."
-        while True:
-            if self.catalog.latest(work, candidate) is not None:
-                return candidate, inner
-            if candidate in (".", ""):
-                return None
-            head, tail = posixpath.split(candidate)
-            inner = tail if inner == "." else f"{tail}/{inner}"
-            candidate = head or "."
+        keys = set(self.catalog.paths(work))
+        if key in keys:
+            return Located(key)
+        for holder in ancestors(key) if key != "." else []:
+            if holder in keys:
+                latest = self.catalog.latest(work, holder)
+                inner = key[len(holder) + 1 :]
+                if latest is not None:
+                    base = self.manifest(latest)
+                    if base.kind == DIR and base.has(inner):
+                        return Located(holder, inner)
+                break
+        below = tuple(sorted(k for k in keys if key == "." or k.startswith(key + "/")))
+        return Located(None, below=below) if below else None
+
+    def read(self, version: Version, inner: str = ".") -> Iterator[bytes]:
+        """The bytes of the file at ``inner`` in ``version``, in pieces, verified.
+
+        Raises ``FileNotFoundError`` when it is not in the snapshot and
+        ``IsADirectoryError`` when it is a folder.
+        """
+        where = f"{version.work}:{version.path}" + ("" if inner == "." else f"/{inner}")
+        manifest = self.manifest(version).subtree(inner)
+        if manifest.kind != "file":
+            raise IsADirectoryError(f"{inner} is a folder in {version.work}:{version.path}")
+        for digest in manifest.entries[0].objects():
+            yield self.objects.read(digest, where=where)
+
+    # -- claims -----------------------------------------------------------------
+    def claim(self, name: str, owner: str) -> tuple[str, bool]:
+        """Claim ``name`` for ``owner`` unless someone holds it (create-only, atomic).
+
+        Returns ``(holder, created)``: who holds the claim now, and whether this
+        call created it. Drives claim each path before the first put of it.
+        """
+        return self.catalog.claim(check_text("claim name", name), check_work(owner))
+
+    def release(self, name: str, owner: str) -> None:
+        """Remove the claim ``name`` if ``owner`` holds it (compare-and-delete)."""
+        self.catalog.release(name, owner)
 
     # -- maintenance ---------------------------------------------------------
     def stats(self) -> Stats:

@@ -18,11 +18,14 @@ def walk(root: str) -> dict[str, os.stat_result]:
         rel_dir, abs_dir = pending.pop()
         try:
             entries = sorted(os.scandir(abs_dir), key=lambda e: e.name)
-        except FileNotFoundError:
-            continue
+        except (FileNotFoundError, NotADirectoryError):
+            continue  # removed, or replaced by a file, since its parent was listed
         for entry in entries:
             rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
-            st = entry.stat(follow_symlinks=False)
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue  # removed since the listing
             found[rel] = st
             if stat.S_ISDIR(st.st_mode):
                 pending.append((rel, entry.path))

@@ -214,3 +214,43 @@ def test_bad_keys_are_rejected(store, tmp_path):
         store.snapshot("", "p", tmp_path / "src")
     with pytest.raises(FileNotFoundError, match="missing"):
         store.snapshot("w", "p", tmp_path / "missing")
+
+
+def test_snapshot_at_records_one_version_of_the_holding_folder(store, tmp_path):
+    src = write_tree(tmp_path / "w" / "data", {"a.txt": "a", "sub/b.txt": "b"})
+    store.snapshot("w", "data", src)
+    write_tree(src, {"sub/b.txt": "B2", "sub/new/c.txt": "c"})
+    v = store.snapshot("w", "data", src / "sub", at="sub")
+    # One new version of the folder itself, no other stored path (no temporary key).
+    assert v.number == 2 and store.paths("w") == ["data"]
+    store.checkout("w", "data", tmp_path / "out")
+    assert read_tree(tmp_path / "out") == {
+        "a.txt": b"a",
+        "sub/b.txt": b"B2",
+        "sub/new/c.txt": b"c",
+    }
+
+
+def test_locate_finds_stored_paths_their_insides_and_folders_of_puts(store, tmp_path):
+    store.snapshot("w", "data", write_tree(tmp_path / "d", {"x/y.txt": "y"}))
+    store.snapshot("w", "logs/a", write_tree(tmp_path / "a", {"1.txt": "1"}))
+    store.snapshot("w", "logs/b", write_tree(tmp_path / "b", {"2.txt": "2"}))
+    assert store.locate("w", "data").stored == "data"
+    found = store.locate("w", "data/x/y.txt")
+    assert (found.stored, found.inner) == ("data", "x/y.txt")
+    assert store.locate("w", "data/nothing") is None
+    assert store.locate("w", "logs").below == ("logs/a", "logs/b")
+    assert b"".join(store.read(store.latest("w", "data"), "x/y.txt")) == b"y"
+    with pytest.raises(IsADirectoryError):
+        list(store.read(store.latest("w", "data"), "x"))
+
+
+def test_drop_is_compare_and_delete(store, tmp_path):
+    src = write_tree(tmp_path / "s", {"f": "one"})
+    first = store.snapshot("w", "p", src)
+    store.drop("w", "p")
+    write_tree(src, {"f": "two"})
+    again = store.snapshot("w", "p", src)
+    assert again.number == first.number == 1
+    store.catalog.delete(first)  # a stale drop of the old record leaves the new one
+    assert store.versions("w", "p") == [again]
