@@ -8,6 +8,7 @@ import os
 import sys
 
 from .app import App
+from .executor import EXECUTORS, ExecutorUnavailable, StartFailed, UnknownExecutor
 from .work import WorkFailed
 
 
@@ -34,13 +35,26 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="run the App defined in a Python file")
     run.add_argument("file", help="e.g. app.py, defining app = App(Root())")
+    run.add_argument(
+        "--executor",
+        choices=sorted(EXECUTORS),
+        help="where works run (default: App(executor=...), else $CAS_EXECUTOR, else local)",
+    )
     args = parser.parse_args(argv)
     app = load_app(args.file)
+    if args.executor:
+        app.executor = args.executor
     try:
         app.run()
     except WorkFailed as failure:
         print(failure, file=sys.stderr)
         return 1
+    except (ExecutorUnavailable, StartFailed, UnknownExecutor) as refused:
+        print(f"runtime: error: {refused}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("runtime: interrupted; every work stopped and persisted", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .state import adopt
+from .transport import request_timeout
 
 
 class WorkFailed(Exception):
@@ -35,10 +36,14 @@ class Work:
 
     _name: str = ""
     _runner: Any = None
+    _parallel: bool = False
+    _ray_actor_options: dict[str, Any] | None = None
 
-    def __init__(self, parallel: bool = False) -> None:
-        if parallel:
-            raise NotImplementedError("Work(parallel=True) is planned, not yet available")
+    def __init__(
+        self, parallel: bool = False, ray_actor_options: dict[str, Any] | None = None
+    ) -> None:
+        object.__setattr__(self, "_parallel", bool(parallel))
+        object.__setattr__(self, "_ray_actor_options", dict(ray_actor_options or {}))
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -61,7 +66,34 @@ class Work:
                 f"{type(self).__name__}.run() was called outside a running App: "
                 "create App(root_flow) and run it"
             )
-        self._runner.call(args, kwargs)
+        if self._parallel:
+            self._runner.begin(args, kwargs)
+        else:
+            self._runner.call(args, kwargs)
+
+    @property
+    def parallel(self) -> bool:
+        """Whether ``run()`` returns at once while the call goes on in the background."""
+        return self._parallel
+
+    @property
+    def ray_actor_options(self) -> dict[str, Any]:
+        """Options for a Ray executor's actor (``num_cpus``, ``resources``); others ignore them."""
+        return dict(self._ray_actor_options or {})
+
+    @property
+    def running(self) -> bool:
+        """Whether a call of ``run`` executes now; reading it refreshes the attributes."""
+        return self._runner is not None and self._runner.running()
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Block until the running call ends and sync the attributes.
+
+        Raises ``WorkFailed`` if the call failed, ``TimeoutError`` past ``timeout``
+        seconds; returns at once when nothing runs.
+        """
+        if self._runner is not None:
+            self._runner.wait(timeout)
 
     @property
     def name(self) -> str:
@@ -75,7 +107,7 @@ class Work:
     def stop(self) -> None:
         """Persist this work's Paths and end its process."""
         if self._runner is not None:
-            self._runner.stop()
+            self._runner.stop(request_timeout())
 
     def __getstate__(self) -> dict[str, Any]:
         return {k: v for k, v in vars(self).items() if k != "_runner"}

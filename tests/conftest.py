@@ -31,3 +31,14 @@ def read_tree(root: pathlib.Path) -> dict[str, bytes]:
             if full.is_file() and not full.is_symlink():
                 out[full.relative_to(root).as_posix()] = full.read_bytes()
     return out
+
+
+#: Executors the runtime tests run under (the Ray executor's tests add "ray").
+EXECUTORS = ["local"]
+
+
+@pytest.fixture(params=EXECUTORS)
+def executor(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The executor name for a runtime test; apps and launched subprocesses pick it up."""
+    monkeypatch.setenv("CAS_EXECUTOR", request.param)
+    return request.param

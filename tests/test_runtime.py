@@ -14,7 +14,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(autouse=True)
-def launch_dir(tmp_path, monkeypatch):
+def launch_dir(tmp_path, monkeypatch, executor):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("CAS_STORE", raising=False)
     return tmp_path
@@ -145,3 +145,49 @@ def test_failure_exits_nonzero_with_one_message(launch_dir):
     assert done.returncode == 1
     assert "work root.producer failed" in done.stderr and "training diverged" in done.stderr
     assert done.stderr.count("Traceback") == 1  # the work's own, not a second from the flow
+
+
+def test_an_unavailable_executor_is_one_clear_line(launch_dir):
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "runtime",
+            "run",
+            os.path.join(REPO, "examples", "seed_train_deploy.py"),
+            "--executor",
+            "nonesuch",
+        ],
+        cwd=launch_dir,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2 and "invalid choice: 'nonesuch'" in done.stderr
+    env = dict(os.environ, CAS_EXECUTOR="nonesuch")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "runtime",
+            "run",
+            os.path.join(REPO, "examples", "seed_train_deploy.py"),
+        ],
+        cwd=launch_dir,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert done.returncode == 1 and "unknown executor 'nonesuch'" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_the_flow_never_imports_an_executor_it_does_not_use():
+    code = (
+        "import sys, runtime, runtime.app, runtime.runner, runtime.work;"
+        "assert 'runtime.local' not in sys.modules and 'ray' not in sys.modules, sorted(sys.modules)"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+    code = "import sys, runtime.local; assert 'ray' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

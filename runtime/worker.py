@@ -1,0 +1,117 @@
+"""A work inside its host: context, inputs, the user's ``run``, persistence, requests.
+
+Every executor runs this same code in the work's process or actor (see
+:mod:`runtime.executor`); only how calls and requests reach it differs.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import pickle
+import threading
+import traceback
+from typing import Any
+
+from cas_storage import Store, context
+from cas_storage.context import Origins, WorkContext
+
+from .executor import Outcome
+from .state import find_paths, owned_paths, public_state
+
+
+class Interrupted(BaseException):
+    """Raised inside the user's ``run`` when the host is told to stop mid-call.
+
+    A ``BaseException``, so a user's ``except Exception`` does not swallow it.
+    """
+
+
+class WorkRuntime:
+    """One work, installed in the current process: its root is the current directory."""
+
+    def __init__(
+        self,
+        name: str,
+        work: Any,
+        root: str,
+        store_url: str,
+        state_file: str,
+        origins: Origins | None,
+    ) -> None:
+        self.name, self.work, self.root = name, work, pathlib.Path(root)
+        os.makedirs(root, exist_ok=True)
+        os.chdir(root)
+        self.store = Store.open(store_url, state=state_file)
+        context.install(WorkContext(name, self.root, self.store, origins))
+        #: True while the user's ``run`` executes: only then may a stop interrupt it.
+        self.in_user_code = False
+        #: Set when the host is told to stop; a call not yet in user code then never enters it.
+        self.stop_requested = False
+        #: Whether ``Interrupted`` was raised for this stop already (raise it only once).
+        self.interrupted = False
+        self._state_lock = threading.Lock()
+
+    def run(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Outcome:
+        """Fetch inputs, run the user's ``run``, persist; report how it went."""
+        failure: str | None = None
+        try:
+            self.fetch_inputs(args, kwargs)
+            self.in_user_code = True
+            try:
+                if self.stop_requested:
+                    raise Interrupted(f"work {self.name} was stopped before its run began")
+                type(self.work)._user_run(self.work, *args, **kwargs)
+            finally:
+                self.in_user_code = False
+        except BaseException:
+            failure = traceback.format_exc()
+        try:
+            self.persist()
+        except Exception:
+            failure = (failure or "") + traceback.format_exc()
+        return Outcome(failure, self.state())
+
+    def fetch_inputs(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """Path arguments whose origin has them arrive before ``run`` starts."""
+        received = []
+        for path in find_paths([args, kwargs]):
+            if path.origin_name and path.origin_name != self.name and path.exists_remote():
+                received.append((path, path.get(overwrite=True)))
+        object.__setattr__(self.work, "_received", received)
+
+    def state(self) -> dict[str, Any]:
+        """The work's public attributes now; safe to call while ``run`` executes."""
+        with self._state_lock:
+            while True:
+                try:
+                    # A copy: the user's run goes on changing the originals.
+                    copied: dict[str, Any] = pickle.loads(pickle.dumps(public_state(self.work)))
+                    return copied
+                except RuntimeError:  # the attributes changed while being read: again
+                    continue
+
+    def persist(self) -> None:
+        """Snapshot every Path this work owns that exists here."""
+        for path in owned_paths(self.state(), self.name):
+            key = path.store_key()
+            if os.path.lexists(self.root / key):
+                self.store.snapshot(self.name, key, self.root / key)
+
+    def answer(self, op: str, key: str) -> Any:
+        """A live request from another work for one of this work's paths."""
+        local = self.root / key
+        if op == "exists":
+            return os.path.lexists(local)
+        if op == "snapshot":
+            if not os.path.lexists(local):
+                return None
+            return self.store.snapshot(self.name, key, local)
+        raise ValueError(f"unknown request {op!r}")
+
+    def close(self) -> None:
+        """Persist, then leave the process without a work context."""
+        try:
+            self.persist()
+        finally:
+            context.install(None)
