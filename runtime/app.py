@@ -17,7 +17,7 @@ from .executor import AppSpec
 from .flow import Flow
 from .runner import Runner
 from .transport import request_timeout
-from .work import Work, WorkFailed
+from .work import Work, WorkFailed, rename_provisional
 
 
 class App:
@@ -58,7 +58,9 @@ class App:
         executor.open(AppSpec(self.name, os.getcwd(), url))
         runners = []
         try:
-            for name, component in self.root.components("root"):
+            components = list(self.root.components("root"))
+            rename_provisional([("root", self.root), *components])
+            for name, component in components:
                 if isinstance(component, Work):
                     component._attach(name)
                     runner = Runner(component, name, executor.host(name, component))

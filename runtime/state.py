@@ -20,6 +20,27 @@ def adopt(value: Any, owner: str) -> Any:
     return value
 
 
+def rename_paths(value: Any, names: dict[str, str]) -> Any:
+    """``value`` with every Path whose origin is a key of ``names`` owned by its value.
+
+    Looks through lists, tuples and dict values; returns ``value`` itself when
+    nothing in it changes.
+    """
+    if isinstance(value, Path):
+        owner = names.get(value.origin_name)
+        return value.attach(owner) if owner is not None else value
+    if isinstance(value, dict):
+        renamed = {key: rename_paths(item, names) for key, item in value.items()}
+        changed = any(renamed[key] is not item for key, item in value.items())
+        return renamed if changed else value
+    if isinstance(value, list | tuple) and not hasattr(value, "_fields"):  # not namedtuples
+        items = [rename_paths(item, names) for item in value]
+        if all(new is old for new, old in zip(items, value, strict=True)):
+            return value
+        return type(value)(items)
+    return value
+
+
 def is_shareable(value: Any) -> bool:
     """JSON-able values, Paths and other picklable cas_storage objects (e.g. a Drive)."""
     if type(value).__module__.startswith("cas_storage"):

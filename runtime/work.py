@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
-from .state import adopt
+from .state import adopt, rename_paths
 from .transport import request_timeout
 
 
@@ -54,8 +55,20 @@ class Work:
 
     def __setattr__(self, name: str, value: Any) -> None:
         if not name.startswith("_"):
-            value = adopt(value, self._name)
+            value = adopt(value, self._name or self._provisional_name())
         object.__setattr__(self, name, value)
+
+    def _provisional_name(self) -> str:
+        """Owner of Paths assigned before the app names this work; replaced when it does.
+
+        A Path keeps its first owner: handed to another work's ``__init__`` before
+        the naming, it still points here, not at the work that holds it.
+        """
+        token: str | None = vars(self).get("_token")
+        if token is None:
+            token = f"<unnamed {type(self).__name__} {secrets.token_hex(6)}>"
+            object.__setattr__(self, "_token", token)
+        return token
 
     def run(self, *args: Any, **kwargs: Any) -> None:
         raise NotImplementedError(f"{type(self).__name__} must implement run()")
@@ -117,8 +130,30 @@ class Work:
             object.__setattr__(self, key, value)
 
     def _attach(self, name: str) -> None:
-        """Named by the app: Paths created before the name was known get it now."""
+        """Named by the app: Paths created before the name was known get it now.
+
+        Paths that came from other works keep those works' names (``names`` in
+        ``rename_provisional``); only still-unowned ones become this work's.
+        """
         object.__setattr__(self, "_name", name)
         for key, value in list(vars(self).items()):
             if not key.startswith("_"):
                 object.__setattr__(self, key, adopt(value, name))
+
+
+def rename_provisional(components: list[tuple[str, Any]]) -> None:
+    """Give every Path owned by a not-yet-named work (anywhere in the tree) that work's name.
+
+    ``components`` are ``(name, work or flow)`` pairs of one app.
+    """
+    names = {
+        vars(c)["_token"]: name
+        for name, c in components
+        if isinstance(c, Work) and "_token" in vars(c)
+    }
+    if not names:
+        return
+    for _, component in components:
+        for key, value in list(vars(component).items()):
+            if not key.startswith("_"):
+                object.__setattr__(component, key, rename_paths(value, names))

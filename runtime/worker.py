@@ -73,11 +73,19 @@ class WorkRuntime:
         return Outcome(failure, self.state())
 
     def fetch_inputs(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        """Path arguments whose origin has them arrive before ``run`` starts."""
+        """Paths from other works arrive before ``run`` starts, overwriting local files:
+        those in the arguments and those held as the work's own attributes."""
         received = []
-        for path in find_paths([args, kwargs]):
-            if path.origin_name and path.origin_name != self.name and path.exists_remote():
+        seen: set[tuple[str, str]] = set()
+        for path in find_paths([args, kwargs, public_state(self.work)]):
+            origin = path.origin_name
+            if not origin or origin == self.name or (origin, str(path)) in seen:
+                continue
+            seen.add((origin, str(path)))
+            try:
                 received.append((path, path.get(overwrite=True)))
+            except FileNotFoundError:
+                continue  # the origin has no such path (yet): passed through as it is
         object.__setattr__(self.work, "_received", received)
 
     def state(self) -> dict[str, Any]:

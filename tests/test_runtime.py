@@ -191,3 +191,30 @@ def test_the_flow_never_imports_an_executor_it_does_not_use():
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
     code = "import sys, runtime.local; assert 'ray' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_seed_deploy_init_example_keeps_the_trainers_origin(launch_dir):
+    done = run_example("seed_deploy_init.py", launch_dir)
+    assert done.returncode == 0, done.stderr
+    first, second = done.stdout.strip().splitlines()
+    assert "from root.train" in first and "from root.train" in second
+    assert "= [[0, 1, 2, 3, 4], [0, 1, 2, 3, 5]]" in first
+    assert "= [[0, 1, 2, 3, 4], [0, 1, 2, 3, 6]]" in second
+    assert first.endswith("moved (files, bytes): [(2, 52)]")  # both checkpoints arrive
+    assert second.endswith("moved (files, bytes): [(1, 26)]")  # only the retrained one
+    works = launch_dir / ".runtime" / "root" / "works"
+    deployed = works / "root.deploy" / "checkpoints"
+    assert sorted(os.listdir(deployed)) == ["checkpoint_1.ckpt", "checkpoint_2.ckpt"]
+    trained = works / "root.train" / "checkpoints" / "checkpoint_2.ckpt"
+    assert (deployed / "checkpoint_2.ckpt").read_bytes() == trained.read_bytes()
+
+
+def test_a_path_handed_through_two_inits_keeps_its_origin():
+    flow = rt_apps.InitChainFlow()
+    App(flow).run()
+    assert flow.origins == ["root.producer", "root.producer"]
+    assert flow.serving.deploy.seen == [
+        ["root.producer", [], None],  # the origin has nothing yet: nothing moves, no error
+        ["root.producer", [2], "v1"],
+        ["root.producer", [1], "v2"],  # only the changed file moves
+    ]
