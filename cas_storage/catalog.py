@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 
 import sqlite_utils
 
-from .errors import StoreFormatError, UnknownVersion, VersionExists
+from .errors import StoreFormatError, UnknownVersion, VersionExists, not_found
 
 FORMAT = 1
 BUSY_TIMEOUT_MS = 60_000
@@ -100,7 +100,7 @@ class Catalog:
         """
         latest = self.latest(work, path)
         if latest is None:
-            raise FileNotFoundError(f"{work}:{path} has no stored versions")
+            raise FileNotFoundError(not_found(f"{work}:{path}", hint="no stored versions"))
         if number is None or number == latest.number:
             return latest
         found = next((v for v in self.versions(work, path) if v.number == number), None)

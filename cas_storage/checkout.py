@@ -101,6 +101,7 @@ def checkout(
     remove_stale_temps(dest)
     writer = _Writer(objects, state.under(dest), label)
     writer.progress = progress or Progress()
+    writer.progress.start(total_bytes=manifest.size)
     try:
         if manifest.kind == FILE:
             writer.file(dest, manifest.entries[0])
@@ -313,6 +314,7 @@ class _Writer:
                 modes.append((full, entry))
             else:
                 self._chmod(full, entry)
+        self.progress.advance(1, entry.size)  # already here: done without writing
         return True
 
     def _chmod(self, full: str, entry: Entry) -> None:
@@ -356,6 +358,7 @@ class _Writer:
                         data = self.objects.read(digest, where=f"{self.label}: {entry.path}")
                         fetched += len(data)
                     out.write(data)
+                    self.progress.advance(0, len(data))
                     if whole is not None:
                         whole.update(data)
                 if whole is not None and (got := whole.hexdigest()) != entry.digest:
@@ -373,7 +376,7 @@ class _Writer:
     progress: Progress = Progress()
 
     def _count(self, name: str, st: os.stat_result, entry: Entry, fetched: int) -> None:
-        self.progress.advance(1, entry.size)
+        self.progress.advance(1, 0)  # its bytes were counted as they were written
         self.files += 1
         self.bytes += fetched
         self.learned[name] = known_from_stat(st, entry.digest, entry.chunks)

@@ -1,7 +1,10 @@
 """The ``cas`` command: parse arguments, call ``Store``, format the answer.
 
-No storage logic lives here. Errors print one line on stderr and exit 1
-(argparse's usage errors exit 2); ``--json`` prints machine-readable output.
+No storage logic lives here. Errors print one line on stderr and exit 1; usage
+errors (a bad option value included) exit 2. ``--json`` prints exact,
+machine-readable output; human output uses readable sizes and rich tables
+(rich is imported only when a table or progress bar is actually drawn, so
+start-up stays fast).
 """
 
 from __future__ import annotations
@@ -9,20 +12,71 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
+from . import __version__
 from .catalog import Version
-from .errors import CasError
+from .errors import CasError, not_found
 from .keys import split_drive_work
 from .manifest import diff
 from .progress import Progress, TerminalProgress
 from .store import Store, default_url
+from .units import human_size
+
+#: Seconds of gc grace by default (one hour), as in ``cas_storage.gc``.
+DEFAULT_GRACE = 3600.0
 
 
+# -- argument types: a bad value is a usage error (exit 2) naming the flag ----------
 def _version_arg(text: str) -> int | str:
     """A version number, or a unique prefix of a version's manifest digest."""
-    return int(text) if text.isdigit() else text
+    if text.isdigit():
+        return int(text)
+    if text and all(c in "0123456789abcdef" for c in text.lower()):
+        return text.lower()
+    raise argparse.ArgumentTypeError(f"{text!r} is not a version number or digest prefix")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, not {text!r}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be a number of seconds >= 0, not {text!r}")
+    return value
+
+
+def _global_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
+    """``--store``, ``--json``, ``--quiet``: accepted before and after the command.
+
+    The copies on each command default to "not given", so a value given before
+    the command is not reset by the command's own parser.
+    """
+    keep: dict[str, Any] = {} if defaults else {"default": argparse.SUPPRESS}
+    parser.add_argument(
+        "--store",
+        metavar="URL",
+        help="store folder or fsspec URL (default: $CAS_STORE, else ./.cas)",
+        **keep,
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="machine-readable output, exact bytes", **keep
+    )
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar", **keep)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -31,13 +85,27 @@ def _parser() -> argparse.ArgumentParser:
         description="Inspect and use a cas_storage store.",
         epilog="example: cas --store ./.cas ls",
     )
-    parser.add_argument("--store", default=None, help="store folder or URL ($CAS_STORE, ./.cas)")
-    parser.add_argument("--json", action="store_true", help="machine-readable output")
-    parser.add_argument("--quiet", "-q", action="store_true", help="no progress line on put/get")
+    _global_options(parser, defaults=True)
+    parser.add_argument("--version", action="version", version=f"cas {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(name: str, help: str, example: str) -> argparse.ArgumentParser:
-        return commands.add_parser(name, help=help, description=help, epilog=f"example: {example}")
+    def command(name: str, help: str, example: str, more: str = "") -> argparse.ArgumentParser:
+        sub = commands.add_parser(
+            name,
+            help=help,
+            description=help + (f". {more}" if more else ""),
+            epilog=f"example: {example}",
+        )
+        _global_options(sub, defaults=False)
+        return sub
+
+    def version_option(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "--version",
+            type=_version_arg,
+            default=None,
+            help="version number or manifest digest prefix (default: latest)",
+        )
 
     ls = command(
         "ls", "list works (and drives), their stored paths and versions", "cas ls root.train"
@@ -45,35 +113,31 @@ def _parser() -> argparse.ArgumentParser:
     ls.add_argument("work", nargs="?")
     ls.add_argument("path", nargs="?")
 
-    log = command("log", "versions of one path, newest first", "cas log root.train outputs/ckpt")
+    log = command("log", "versions of one path, newest first", "cas log root.train ckpt -n 5")
     log.add_argument("work")
     log.add_argument("path")
+    log.add_argument(
+        "-n", "--max-count", type=_positive_int, default=None, help="show only the newest N"
+    )
 
-    for name, help, example in (
-        (
-            "show",
-            "the manifest of a version: files, sizes, digests",
-            "cas show root.train outputs/ckpt --version 2",
-        ),
-        (
-            "cat",
-            "one file's bytes from a version, to stdout",
-            "cas cat root.train outputs/ckpt model.pt > model.pt",
-        ),
-    ):
-        sub = command(name, help, example)
-        sub.add_argument("work")
-        sub.add_argument("path")
-        if name == "cat":
-            sub.add_argument(
-                "file", help="path of the file inside the stored folder ('.' for a file)"
-            )
-        sub.add_argument(
-            "--version",
-            type=_version_arg,
-            default=None,
-            help="version number or manifest digest prefix (default: latest)",
-        )
+    show = command(
+        "show",
+        "the manifest of a version: files, sizes, digests",
+        "cas show root.train outputs/ckpt --version 2",
+    )
+    show.add_argument("work")
+    show.add_argument("path")
+    version_option(show)
+
+    cat = command(
+        "cat",
+        "one file's bytes from a version, to stdout",
+        "cas cat root.train outputs/ckpt model.pt > model.pt",
+    )
+    cat.add_argument("work")
+    cat.add_argument("path")
+    cat.add_argument("file", help="path of the file inside the stored folder ('.' for a file)")
+    version_option(cat)
 
     d = command(
         "diff",
@@ -84,6 +148,17 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("path")
     d.add_argument("v1", type=_version_arg)
     d.add_argument("v2", type=_version_arg)
+
+    status = command(
+        "status",
+        "what differs between a local file or folder and the latest version",
+        "cas status root.train outputs/ckpt ./outputs/ckpt",
+        "Only files the stat cache cannot vouch for are read; nothing is stored",
+    )
+    status.add_argument("work")
+    status.add_argument("path")
+    status.add_argument("src")
+    version_option(status)
 
     put = command(
         "put",
@@ -98,12 +173,23 @@ def _parser() -> argparse.ArgumentParser:
         "get",
         "materialize a version into a local folder",
         "cas get root.train outputs/ckpt ./restored --version 2",
+        "With --overwrite, DEST is made to mirror the version: files in DEST that "
+        "the version does not have are removed",
     )
     get.add_argument("work")
     get.add_argument("path")
     get.add_argument("dest")
-    get.add_argument("--version", type=_version_arg, default=None)
-    get.add_argument("--overwrite", action="store_true", help="replace DEST if it exists")
+    version_option(get)
+    get.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="update an existing DEST to mirror the version (files not in it are removed)",
+    )
+    get.add_argument(
+        "--replace-type",
+        action="store_true",
+        help="with --overwrite, also replace a DEST file by a folder (or a folder by a file)",
+    )
 
     command(
         "stats", "logical bytes, stored bytes, dedup ratio, object and version counts", "cas stats"
@@ -112,20 +198,24 @@ def _parser() -> argparse.ArgumentParser:
     verify = command(
         "verify", "re-hash objects and check every version's references", "cas verify --sample 1000"
     )
-    verify.add_argument("--sample", type=int, default=None, help="re-hash only N random objects")
+    verify.add_argument(
+        "--sample", type=_positive_int, default=None, help="re-hash only N random objects"
+    )
 
     gc = command(
         "gc",
         "drop old versions by policy, then unreferenced objects",
         "cas gc --keep-last 3 --dry-run",
     )
-    gc.add_argument("--keep-last", type=int, default=None, help="versions to keep per path")
+    gc.add_argument(
+        "--keep-last", type=_positive_int, default=None, help="versions to keep per path (>= 1)"
+    )
     gc.add_argument("--dry-run", action="store_true", help="report, change nothing")
     gc.add_argument(
         "--grace",
-        type=float,
-        default=3600.0,
-        help="keep unreferenced objects younger than this many seconds",
+        type=_seconds,
+        default=DEFAULT_GRACE,
+        help="keep unreferenced objects younger than this many seconds (default: 3600)",
     )
 
     export = command(
@@ -139,18 +229,30 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Commands that may create a missing store; every other one only reads.
+CREATING = {"put"}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        store = Store.open(args.store or default_url(), create=args.command == "put")
+        store = Store.open(args.store or default_url(), create=args.command in CREATING)
         HANDLERS[args.command](store, args)
     except BrokenPipeError:  # the reader went away (`cas show ... | head`): not an error
         sys.stderr.close()
         return 0
+    except KeyboardInterrupt:
+        print("cas: interrupted", file=sys.stderr)
+        return 130
     except (CasError, OSError, ValueError, LookupError) as exc:
-        print(f"cas: error: {exc}", file=sys.stderr)
+        print(f"cas: error: {_one_line(exc)}", file=sys.stderr)
         return 1
     return 0 if not getattr(args, "failed", False) else 1
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return " ".join(text.split())
 
 
 # -- one function per command: call the store, then print --------------------------
@@ -160,11 +262,11 @@ def _ls(store: Store, args: argparse.Namespace) -> None:
     for work in works:
         paths = [args.path] if args.path else store.paths(work)
         if args.work and not paths:
-            raise LookupError(f"unknown work {work!r}")
+            raise LookupError(not_found(f"work {work}"))
         for path in paths:
             versions = store.versions(work, path)
             if not versions:
-                raise LookupError(f"{work}:{path} has no stored versions")
+                raise FileNotFoundError(not_found(f"{work}:{path}", hint="no stored versions"))
             kind, owner = "path", work
             drive = split_drive_work(work)
             if drive is not None:
@@ -186,7 +288,9 @@ def _ls(store: Store, args: argparse.Namespace) -> None:
 def _log(store: Store, args: argparse.Namespace) -> None:
     versions = list(reversed(store.versions(args.work, args.path)))
     if not versions:
-        raise FileNotFoundError(f"{args.work}:{args.path} has no stored versions")
+        raise FileNotFoundError(not_found(f"{args.work}:{args.path}", hint="no stored versions"))
+    if args.max_count is not None:
+        versions = versions[: args.max_count]
     _print(
         args, [v.to_json() for v in versions], ["version", "created", "files", "bytes", "manifest"]
     )
@@ -206,7 +310,7 @@ def _show(store: Store, args: argparse.Namespace) -> None:
         return
     print(
         f"{v.work}:{v.path} version {v.number}  manifest {v.manifest}  "
-        f"{v.files} files  {v.bytes} bytes"
+        f"{v.files} files  {human_size(v.bytes)}"
     )
     rows = [
         {
@@ -232,20 +336,38 @@ def _cat(store: Store, args: argparse.Namespace) -> None:
     out.flush()
 
 
+def _print_changes(args: argparse.Namespace, data: dict[str, Any], summary: str) -> None:
+    if args.json:
+        print(json.dumps(data))
+        return
+    for mark, key in (("+", "added"), ("-", "removed"), ("M", "changed")):
+        for path in data[key]:
+            print(f"{mark} {path}")
+    if summary:
+        print(summary, file=sys.stderr)
+
+
 def _diff(store: Store, args: argparse.Namespace) -> None:
     a = _find(store, args.work, args.path, args.v1)
     b = _find(store, args.work, args.path, args.v2)
-    changes = diff(store.manifest(a), store.manifest(b))
-    if args.json:
-        print(json.dumps(dataclasses.asdict(changes)))
-        return
-    for mark, paths in (("+", changes.added), ("-", changes.removed), ("M", changes.changed)):
-        for path in paths:
-            print(f"{mark} {path}")
+    _print_changes(args, dataclasses.asdict(diff(store.manifest(a), store.manifest(b))), "")
 
 
-def _progress(args: argparse.Namespace, verb: str) -> Progress:
-    return Progress() if args.quiet or args.json else TerminalProgress(verb)
+def _status(store: Store, args: argparse.Namespace) -> None:
+    v = _find(store, args.work, args.path, args.version)
+    report = store.status(args.work, args.path, args.src, v.number)
+    data = {
+        "version": v.number,
+        **dataclasses.asdict(report.diff),
+        "files_read": report.files_read,
+        "bytes_read": report.bytes_read,
+    }
+    same = "" if report.diff else f"{args.src} matches {v.work}:{v.path} version {v.number}"
+    _print_changes(args, data, same)
+
+
+def _progress(args: argparse.Namespace, verb: str, unit: str = "items") -> Progress:
+    return Progress() if args.quiet or args.json else TerminalProgress(verb, unit=unit)
 
 
 def _put(store: Store, args: argparse.Namespace) -> None:
@@ -257,23 +379,42 @@ def _put(store: Store, args: argparse.Namespace) -> None:
     _say(
         args,
         v.to_json(),
-        f"{v.work}:{v.path} version {v.number} ({v.files} files, {v.bytes} bytes)",
+        f"{v.work}:{v.path} version {v.number} ({v.files} files, {human_size(v.bytes)})",
     )
 
 
 def _get(store: Store, args: argparse.Namespace) -> None:
-    number = _find(store, args.work, args.path, args.version).number
+    v = _find(store, args.work, args.path, args.version)
+    dest = os.path.abspath(args.dest)
+    if os.path.lexists(dest):
+        if not args.overwrite:
+            raise FileExistsError(
+                f"{args.dest} exists; pass --overwrite to make it mirror the version "
+                "(files not in the version are removed)"
+            )
+        _check_type(store, v, args)
     bar = _progress(args, "get")
     try:
-        r = store.checkout(args.work, args.path, args.dest, number, args.overwrite, progress=bar)
+        r = store.checkout(args.work, args.path, dest, v.number, args.overwrite, progress=bar)
     finally:
         bar.done()
     _say(
         args,
         dataclasses.asdict(r),
         f"version {r.version}: {r.files_transferred} files, "
-        f"{r.bytes_transferred} bytes transferred",
+        f"{human_size(r.bytes_transferred)} transferred",
     )
+
+
+def _check_type(store: Store, v: Version, args: argparse.Namespace) -> None:
+    """Refuse to turn a file into a folder (or back) unless ``--replace-type`` says so."""
+    wanted = "folder" if store.manifest(v).kind == "dir" else "file"
+    have = "folder" if os.path.isdir(args.dest) and not os.path.islink(args.dest) else "file"
+    if have != wanted and not args.replace_type:
+        raise IsADirectoryError(
+            f"{args.dest} is a {have} but {v.work}:{v.path} version {v.number} is a {wanted}; "
+            "pass --replace-type as well to replace it"
+        )
 
 
 def _stats(store: Store, args: argparse.Namespace) -> None:
@@ -281,32 +422,29 @@ def _stats(store: Store, args: argparse.Namespace) -> None:
     if args.json:
         print(json.dumps(s.to_json()))
         return
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "scope": "store",
             "versions": s.versions,
-            "logical_bytes": s.logical_bytes,
-            "stored_bytes": s.stored_bytes,
+            "logical": human_size(s.logical_bytes),
+            "stored": human_size(s.stored_bytes),
             "objects": s.objects,
             "dedup_ratio": f"{s.dedup_ratio:.2f}",
         }
     ]
     rows += [
-        {
-            "scope": name,
-            "versions": w.versions,
-            "logical_bytes": w.logical_bytes,
-            "stored_bytes": "",
-            "objects": "",
-            "dedup_ratio": "",
-        }
+        {"scope": name, "versions": w.versions, "logical": human_size(w.logical_bytes)}
         for name, w in sorted(s.works.items())
     ]
-    _table(rows, ["scope", "versions", "logical_bytes", "stored_bytes", "objects", "dedup_ratio"])
+    _table(rows, ["scope", "versions", "logical", "stored", "objects", "dedup_ratio"])
 
 
 def _verify(store: Store, args: argparse.Namespace) -> None:
-    problems = store.verify(args.sample)
+    bar = _progress(args, "verify", "objects")
+    try:
+        problems = store.verify(args.sample, progress=bar)
+    finally:
+        bar.done()
     args.failed = bool(problems)
     if args.json:
         print(json.dumps([dataclasses.asdict(p) for p in problems]))
@@ -319,18 +457,30 @@ def _verify(store: Store, args: argparse.Namespace) -> None:
 
 
 def _gc(store: Store, args: argparse.Namespace) -> None:
-    r = store.gc(args.keep_last, args.dry_run, args.grace)
+    bar = _progress(args, "gc", "objects")
+    try:
+        r = store.gc(args.keep_last, args.dry_run, args.grace, progress=bar)
+    finally:
+        bar.done()
     verb = "would free" if r.dry_run else "freed"
-    _say(
-        args,
-        r.to_json(),
+    human = (
         f"{verb} {len(r.versions_dropped)} versions, {r.objects_deleted} "
-        f"objects, {r.bytes_freed} bytes",
+        f"objects, {human_size(r.bytes_freed)}"
     )
+    if r.objects_held:
+        human += (
+            f"\n{r.objects_held} unreferenced objects ({human_size(r.bytes_held)}) are kept: "
+            f"younger than the grace period (--grace {args.grace:g} seconds)"
+        )
+    _say(args, r.to_json(), human)
 
 
 def _export(store: Store, args: argparse.Namespace) -> None:
-    added = store.export_git(args.repo, args.work, args.path)
+    bar = _progress(args, "export-git", "versions")
+    try:
+        added = store.export_git(args.repo, args.work, args.path, progress=bar)
+    finally:
+        bar.done()
     lines = [f"{key}: {n} new commits" for key, n in added.items()]
     _say(args, added, "\n".join(lines) or "nothing to export")
 
@@ -341,6 +491,7 @@ HANDLERS: dict[str, Callable[[Store, argparse.Namespace], None]] = {
     "show": _show,
     "cat": _cat,
     "diff": _diff,
+    "status": _status,
     "put": _put,
     "get": _get,
     "stats": _stats,
@@ -351,29 +502,54 @@ HANDLERS: dict[str, Callable[[Store, argparse.Namespace], None]] = {
 
 
 # -- output -----------------------------------------------------------------------
+#: Columns that hold byte counts: exact in --json, human-readable in tables.
+SIZE_COLUMNS = {"bytes", "size"}
+
+
 def _say(args: argparse.Namespace, data: object, human: str) -> None:
     print(json.dumps(data) if args.json else human)
 
 
-def _print(args: argparse.Namespace, rows: list[dict], columns: list[str]) -> None:
+def _print(args: argparse.Namespace, rows: list[dict[str, Any]], columns: list[str]) -> None:
     if args.json:
         print(json.dumps(rows))
     else:
         _table(rows, columns)
 
 
-def _table(rows: list[dict], columns: list[str]) -> None:
-    """Aligned columns; numbers right-aligned."""
-    cells = [[str(row.get(c, "")) for c in columns] for row in rows]
-    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
-    numeric = [all(isinstance(row.get(c), int) for row in rows) for c in columns]
-    print("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
-    for r in cells:
-        print(
-            "  ".join(
-                v.rjust(w) if n else v.ljust(w) for v, w, n in zip(r, widths, numeric, strict=True)
-            ).rstrip()
-        )
+def _table(rows: list[dict[str, Any]], columns: list[str]) -> None:
+    """A rich table on stdout: sizes human-readable, numbers right-aligned.
+
+    Piped output is never wrapped or cut, so ``cas log ... | grep`` sees whole lines.
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for c in columns:
+        present = [r[c] for r in rows if r.get(c, "") != ""]
+        numeric = c in SIZE_COLUMNS or all(isinstance(v, int) for v in present)
+        table.add_column(c.upper(), justify="right" if numeric else "left", no_wrap=True)
+    for row in rows:
+        table.add_row(*(_cell(c, row.get(c, "")) for c in columns))
+    terminal = sys.stdout.isatty()
+    console = Console(
+        width=None if terminal else 1 << 16,
+        soft_wrap=not terminal,
+        markup=False,  # a path like "[x]" is text, not rich markup
+        highlight=False,
+        emoji=False,
+    )
+    with console.capture() as captured:
+        console.print(table)
+    # rich pads every cell to its column's width: trailing blanks only get in a reader's way
+    print("\n".join(line.rstrip() for line in captured.get().splitlines()))
+
+
+def _cell(column: str, value: object) -> str:
+    if column in SIZE_COLUMNS and isinstance(value, int):
+        return human_size(value)
+    return str(value)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,15 @@ as with any path); everything else the store raises derives from ``CasError``.
 from __future__ import annotations
 
 
+def not_found(what: str, where: str = "", hint: str = "") -> str:
+    """The one wording of every "not found" message: ``WHAT not found[ in WHERE][ (HINT)]``.
+
+    >>> not_found("root.train:ckpt version 9", hint="the latest is 2")
+    'root.train:ckpt version 9 not found (the latest is 2)'
+    """
+    return f"{what} not found" + (f" in {where}" if where else "") + (f" ({hint})" if hint else "")
+
+
 class CasError(Exception):
     """Base of every error the store raises on its own account."""
 
@@ -38,8 +47,8 @@ class UnknownVersion(CasError, LookupError):
 
     def __init__(self, work: str, path: str, version: int, latest: int | None = None) -> None:
         self.work, self.path, self.version = work, path, version
-        hint = f"; the latest is {latest}" if latest else ""
-        super().__init__(f"{work}:{path} has no version {version}{hint}")
+        hint = f"the latest is {latest}" if latest else ""
+        super().__init__(not_found(f"{work}:{path} version {version}", hint=hint))
 
 
 class VersionExists(CasError):

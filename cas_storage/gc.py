@@ -14,6 +14,7 @@ from .catalog import Catalog, Version
 from .errors import CasError
 from .manifest import Manifest
 from .objects import LocalObjects, ObjectStore
+from .progress import Progress
 
 GRACE_SECONDS = 3600.0
 
@@ -24,6 +25,10 @@ class GcReport:
     objects_deleted: int = 0
     bytes_freed: int = 0
     dry_run: bool = False
+    #: Unreferenced objects kept only because they are younger than the grace period.
+    objects_held: int = 0
+    bytes_held: int = 0
+    grace_seconds: float = GRACE_SECONDS
 
     def to_json(self) -> dict:
         return {
@@ -31,6 +36,9 @@ class GcReport:
             "versions_dropped": [v.to_json() for v in self.versions_dropped],
             "objects_deleted": self.objects_deleted,
             "bytes_freed": self.bytes_freed,
+            "objects_held": self.objects_held,
+            "bytes_held": self.bytes_held,
+            "grace_seconds": self.grace_seconds,
         }
 
 
@@ -40,6 +48,7 @@ def gc(
     keep_last: int | None = None,
     grace_seconds: float = GRACE_SECONDS,
     dry_run: bool = False,
+    progress: Progress | None = None,
 ) -> GcReport:
     """Keep the last ``keep_last`` versions of every path (all if ``None``), free the rest.
 
@@ -53,7 +62,8 @@ def gc(
         raise ValueError(
             f"keep_last must be at least 1 (the latest version is always kept), not {keep_last}"
         )
-    report = GcReport(dry_run=dry_run)
+    report = GcReport(dry_run=dry_run, grace_seconds=grace_seconds)
+    progress = progress or Progress()
     kept: list[Version] = []
     by_path: dict[tuple[str, str], list[Version]] = {}
     for v in catalog.all_versions():
@@ -78,14 +88,20 @@ def gc(
                 f"{v.number} is unreadable ({exc}); run cas verify"
             ) from None
     cutoff = time.time() - grace_seconds
-    for digest in list(objects):
+    digests = list(objects)
+    progress.start(total_items=len(digests))
+    for digest in digests:
+        progress.advance(1)
         if digest in referenced:
             continue
         try:
-            if objects.mtime(digest) > cutoff:
-                continue
+            young = objects.mtime(digest) > cutoff
             size = objects.size(digest)
         except FileNotFoundError:
+            continue
+        if young:
+            report.objects_held += 1
+            report.bytes_held += size
             continue
         if not dry_run:
             objects.delete(digest)

@@ -20,6 +20,7 @@ from .catalog import Catalog, Version
 from .checkout import load_manifest
 from .manifest import FILE, SYMLINK, Entry
 from .objects import ObjectStore
+from .progress import Progress
 
 _VERSION_LINE = re.compile(rb"^cas-version: (\d+)$", re.MULTILINE)
 
@@ -49,6 +50,7 @@ def export_git(
     repo_path: str,
     work: str | None = None,
     path: str | None = None,
+    progress: Progress | None = None,
 ) -> dict[str, int]:
     """Export versions (all, one work's, or one path's) into ``repo_path``.
 
@@ -61,16 +63,23 @@ def export_git(
         Repo.init(repo_path).close()
     added: dict[str, int] = {}
     works = [work] if work else catalog.works()
+    keys = [(w, p) for w in works for p in ([path] if path else catalog.paths(w))]
+    histories = {(w, p): catalog.versions(w, p) for w, p in keys}
+    progress = progress or Progress()
+    progress.start(total_items=sum(len(vs) for vs in histories.values()))
     with Repo(repo_path) as repo:
-        for w in works:
-            paths = [path] if path else catalog.paths(w)
-            for p in paths:
-                added[f"{w}:{p}"] = _export_path(repo, objects, catalog.versions(w, p), w, p)
+        for (w, p), versions in histories.items():
+            added[f"{w}:{p}"] = _export_path(repo, objects, versions, w, p, progress)
     return added
 
 
 def _export_path(
-    repo: Repo, objects: ObjectStore, versions: list[Version], work: str, path: str
+    repo: Repo,
+    objects: ObjectStore,
+    versions: list[Version],
+    work: str,
+    path: str,
+    progress: Progress,
 ) -> int:
     ref = ref_name(work, path)
     parent = None
@@ -81,6 +90,7 @@ def _export_path(
         done = int(found.group(1)) if found else 0
     count = 0
     for v in versions:
+        progress.advance(1)
         if v.number <= done:
             continue
         parent = _commit(repo, objects, v, parent)

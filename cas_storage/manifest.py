@@ -15,7 +15,7 @@ import stat
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from .errors import InvalidManifest
+from .errors import InvalidManifest, not_found
 from .hashing import digest_bytes, is_digest
 from .keys import ancestors
 
@@ -149,7 +149,7 @@ class Manifest:
         if exact is not None and exact.type != DIR:
             return Manifest.build(FILE, [_replace_path(exact, ".")])
         if exact is None and not inner:
-            raise FileNotFoundError(f"{rel} is not in this snapshot")
+            raise FileNotFoundError(not_found(rel, "this snapshot"))
         return Manifest.build(DIR, [_replace_path(e, e.path[len(prefix) :]) for e in inner])
 
     def has(self, rel: str) -> bool:

@@ -27,7 +27,7 @@ from typing import BinaryIO
 
 from . import chunking
 from .catalog import Catalog, Version
-from .errors import CasError, SourceChanged, VersionExists
+from .errors import CasError, SourceChanged, VersionExists, not_found
 from .hashing import Hasher, digest_bytes
 from .localstate import Known, known_from_stat
 from .manifest import (
@@ -75,9 +75,10 @@ def build(
     try:
         top = os.stat(source)
     except FileNotFoundError:
-        raise FileNotFoundError(f"cannot snapshot {source}: it does not exist") from None
+        raise FileNotFoundError(f"cannot snapshot {not_found(source)}") from None
     reader = _Reader(objects, known, stored, progress or Progress())
     if stat.S_ISREG(top.st_mode):
+        reader.progress.start(total_bytes=top.st_size)
         entry = reader.file_entry(source, ".", top)
         if entry is None:
             raise FileNotFoundError(f"cannot snapshot {source}: it vanished while being read")
@@ -163,7 +164,10 @@ def _needs(known: Known) -> set[str]:
 
 def _dir_entries(reader: _Reader, source: str) -> list[Entry]:
     entries = []
-    for rel, st in walk(source).items():
+    found = walk(source)
+    files = (st for st in found.values() if kind(st) == "file")
+    reader.progress.start(total_bytes=sum(st.st_size for st in files))
+    for rel, st in found.items():
         what = kind(st)
         full = os.path.join(source, rel)
         if what == "dir":
@@ -225,16 +229,17 @@ class _Reader:
 
     def file_entry(self, full: str, rel: str, st: os.stat_result) -> Entry | None:
         """The entry of one file; ``None`` if it vanished before it could be read."""
-        self.progress.advance(1, st.st_size)
         cached = self.known.get(full)
         if cached is not None and cached.matches(st) and self._usable(cached):
             self.reused |= _needs(cached)
             mode = file_mode_bits(st.st_mode)
+            self.progress.advance(1, st.st_size)  # vouched for: done without reading
             return Entry(rel, FILE, mode, st.st_size, cached.digest, cached.chunks)
         try:
             digest, chunks, size, seen = self._read(full)
         except FileNotFoundError:
             return None  # deleted (or renamed away) during the walk: not in the tree now
+        self.progress.advance(1, 0)  # its bytes were counted as they were read
         self.learned[full] = known_from_stat(seen, digest, chunks)
         return Entry(rel, FILE, file_mode_bits(seen.st_mode), size, digest, chunks)
 
@@ -249,6 +254,7 @@ class _Reader:
                 before = os.fstat(stream.fileno())
                 if before.st_size <= chunking.THRESHOLD:
                     data = stream.read()
+                    self.progress.advance(0, len(data))
                     digest, chunks, size = self.objects.put(data), (), len(data)
                 else:
                     digest, chunks, size = self._read_chunked(stream)
@@ -261,6 +267,7 @@ class _Reader:
         whole = Hasher()
         chunks = []
         for piece in chunking.chunks(stream):
+            self.progress.advance(0, len(piece))
             whole.update(piece)
             digest = digest_bytes(piece)
             if digest in self.stored:

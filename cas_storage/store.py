@@ -27,7 +27,7 @@ from . import stats as _stats
 from . import verify as _verify
 from .catalog import Catalog, SQLiteCatalog, Version
 from .checkout import GetResult, load_manifest
-from .errors import CasError, MissingObject
+from .errors import CasError, MissingObject, not_found
 from .gc import GcReport
 from .keys import ancestors, check_text, check_work, normalize_key
 from .localstate import LocalState
@@ -36,6 +36,7 @@ from .objcatalog import ObjectCatalog
 from .objects import LocalObjects, ObjectStore
 from .progress import Progress
 from .stats import Stats
+from .status import StatusReport, status
 from .verify import Problem
 
 DEFAULT_URL = "./.cas"
@@ -92,7 +93,7 @@ class Store:
         root = os.path.abspath(url)
         catalog_file = os.path.join(root, "catalog.db")
         if not os.path.exists(catalog_file) and not create:
-            raise FileNotFoundError(f"no store at {root} (no catalog.db)")
+            raise FileNotFoundError(not_found(f"store {root}", hint="no catalog.db"))
         os.makedirs(os.path.join(root, "objects"), exist_ok=True)
         catalog = SQLiteCatalog(catalog_file)
         return cls(LocalObjects(root, fsync=fsync), catalog, LocalState(state), root)
@@ -101,7 +102,7 @@ class Store:
     def _open_remote(cls, url: str, state: str | None, create: bool) -> Store:
         fs, root = fsspec.core.url_to_fs(url)
         if not create and not fs.exists(f"{root.rstrip('/')}/meta.json"):
-            raise FileNotFoundError(f"no store at {url} (no meta.json)")
+            raise FileNotFoundError(not_found(f"store {url}", hint="no meta.json"))
         return cls(ObjectStore(fs, root), ObjectCatalog(fs, root), LocalState(state), url)
 
     @property
@@ -221,7 +222,7 @@ class Store:
             raise ValueError(f"{prefix!r} is not a version number or digest prefix")
         found = [v for v in self.versions(work, path) if v.manifest.startswith(prefix)]
         if not found:
-            raise LookupError(f"{work}:{path} has no version whose manifest starts with {prefix}")
+            raise LookupError(not_found(f"{work}:{path} version with manifest {prefix}..."))
         if len({v.manifest for v in found}) > 1:
             numbers = ", ".join(str(v.number) for v in found)
             raise LookupError(f"digest prefix {prefix} is ambiguous: versions {numbers}")
@@ -296,28 +297,50 @@ class Store:
         """Remove the claim ``name`` if ``owner`` holds it (compare-and-delete)."""
         self.catalog.release(name, owner)
 
+    def status(
+        self, work: str, path: str, source: str | os.PathLike[str], version: int | None = None
+    ) -> StatusReport:
+        """What differs between the local ``source`` and a version (default latest).
+
+        Reads only the local files that the stat cache cannot vouch for; writes nothing.
+        """
+        v = self.version(work, path, version)
+        return status(self.manifest(v), self.state, os.fspath(source))
+
     # -- maintenance ---------------------------------------------------------
     def stats(self) -> Stats:
         """Logical and stored bytes, dedup ratio, object and version counts."""
         return _stats.stats(self.objects, self.catalog)
 
-    def verify(self, sample: int | None = None) -> list[Problem]:
+    def verify(self, sample: int | None = None, progress: Progress | None = None) -> list[Problem]:
         """Re-hash objects (all, or ``sample`` of them) and check every version's references."""
-        return _verify.verify(self.objects, self.catalog, sample)
+        return _verify.verify(self.objects, self.catalog, sample, progress)
 
     def gc(
         self,
         keep_last: int | None = None,
         dry_run: bool = False,
         grace_seconds: float = _gc.GRACE_SECONDS,
+        progress: Progress | None = None,
     ) -> GcReport:
-        """Drop all but the last ``keep_last`` versions per path, then unreferenced objects."""
-        return _gc.gc(self.objects, self.catalog, keep_last, grace_seconds, dry_run)
+        """Drop all but the last ``keep_last`` versions per path, then unreferenced objects.
 
-    def export_git(self, repo: str, work: str | None = None, path: str | None = None) -> dict:
+        The report counts what was freed and what the grace period held back.
+        """
+        return _gc.gc(self.objects, self.catalog, keep_last, grace_seconds, dry_run, progress)
+
+    def export_git(
+        self,
+        repo: str | os.PathLike[str],
+        work: str | None = None,
+        path: str | None = None,
+        progress: Progress | None = None,
+    ) -> dict[str, int]:
         """Write version history as git commits on ``refs/cas/<work>/<path>``."""
         key = normalize_key(path) if path else None
-        return _gitexport.export_git(self.objects, self.catalog, os.fspath(repo), work, key)
+        return _gitexport.export_git(
+            self.objects, self.catalog, os.fspath(repo), work, key, progress
+        )
 
     def close(self) -> None:
         for part in (self.catalog, self.state):

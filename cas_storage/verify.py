@@ -10,6 +10,7 @@ from .errors import CasError
 from .hashing import digest_bytes
 from .manifest import Manifest
 from .objects import ObjectStore
+from .progress import Progress
 
 
 @dataclass(frozen=True)
@@ -24,7 +25,12 @@ class Problem:
         return f"{self.kind} object {self.digest}: {self.detail}"
 
 
-def verify(objects: ObjectStore, catalog: Catalog, sample: int | None = None) -> list[Problem]:
+def verify(
+    objects: ObjectStore,
+    catalog: Catalog,
+    sample: int | None = None,
+    progress: Progress | None = None,
+) -> list[Problem]:
     """Every problem found; ``[]`` for a sound store. ``sample`` re-hashes only N objects.
 
     >>> import fsspec
@@ -37,8 +43,12 @@ def verify(objects: ObjectStore, catalog: Catalog, sample: int | None = None) ->
     digests = sorted(objects)
     if sample is not None and sample < len(digests):
         digests = random.sample(digests, sample)
+    progress = progress or Progress()
+    progress.start(total_items=len(digests))
     for digest in digests:
-        got = digest_bytes(objects.read(digest, verify=False))
+        data = objects.read(digest, verify=False)
+        progress.advance(1, len(data))
+        got = digest_bytes(data)
         if got != digest:
             problems.append(Problem("corrupt", digest, f"content hashes to {got}"))
     for v in catalog.all_versions():

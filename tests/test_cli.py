@@ -53,7 +53,7 @@ def test_ls_log_show_in_both_forms(populated, capsys):
     assert [v["version"] for v in log] == [2, 1]
     assert set(log[0]) >= {"version", "manifest", "created", "files", "bytes"}
     code, out, _ = cas(store_dir, "log", "root.train", "ckpt", capsys=capsys)
-    assert out.splitlines()[1].split()[0] == "2"
+    assert out.splitlines()[0].split()[0] == "VERSION" and out.splitlines()[1].split()[0] == "2"
     code, out, _ = cas(store_dir, "show", "root.train", "ckpt", "--version", "1", capsys=capsys)
     assert "model.bin" in out and "new.txt" not in out
     code, out, _ = cas(store_dir, "--json", "show", "root.train", "ckpt", capsys=capsys)
@@ -161,18 +161,22 @@ def test_export_git_is_readable_by_git_and_incremental(populated, capsys, tmp_pa
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["log", "root.nope", "ckpt"], "root.nope:ckpt"),
-        (["show", "root.train", "ckpt", "--version", "9"], "no version 9"),
-        (["show", "root.train", "ckpt", "--version", "ffffffffff"], "no version whose manifest"),
-        (["show", "root.train", "ckpt", "--version", "zz"], "not a version number"),
-        (["cat", "root.train", "ckpt", "nope.txt"], "nope.txt"),
-        (["ls", "root.nope"], "unknown work"),
+        (["log", "root.nope", "ckpt"], "root.nope:ckpt not found"),
+        (["show", "root.train", "ckpt", "--version", "9"], "version 9 not found"),
+        (["show", "root.train", "ckpt", "--version", "ffffffffff"], "manifest ffffffffff..."),
+        (["cat", "root.train", "ckpt", "nope.txt"], "nope.txt not found"),
+        (["ls", "root.nope"], "work root.nope not found"),
+        (["ls", "root.train", "nope"], "root.train:nope not found"),
+        (["status", "root.train", "ckpt", "/nonexistent-cas"], "/nonexistent-cas not found"),
+        (["get", "root.nope", "ckpt", "/tmp/never-cas"], "root.nope:ckpt not found"),
     ],
 )
 def test_errors_are_one_line_without_traceback(populated, capsys, args, message):
+    """Every "not found" is worded the same way: WHAT not found [in WHERE] [(HINT)]."""
     store_dir, _ = populated
     code, out, err = cas(store_dir, *args, capsys=capsys)
     assert code == 1 and message in err and "Traceback" not in err and err.count("\n") == 1
+    assert " not found" in err
 
 
 def test_missing_store_and_usage_errors_in_a_real_process(tmp_path):
@@ -185,7 +189,8 @@ def test_missing_store_and_usage_errors_in_a_real_process(tmp_path):
         )
 
     done = run("--store", str(tmp_path / "nowhere"), "ls")
-    assert done.returncode == 1 and "no store at" in done.stderr and "Traceback" not in done.stderr
+    assert done.returncode == 1 and "not found (no catalog.db)" in done.stderr
+    assert "Traceback" not in done.stderr
     assert not (tmp_path / "nowhere").exists()  # reading never creates a store
     done = run("log")
     assert done.returncode == 2 and "usage" in done.stderr
@@ -205,19 +210,25 @@ class _Terminal(io.StringIO):
         return True
 
 
-def test_progress_line_on_a_terminal_only(tmp_path):
+def test_progress_bar_on_a_terminal_only(tmp_path):
     store = Store.open(tmp_path / ".cas", state=str(tmp_path / "s.db"))
     src = write_tree(tmp_path / "src", {f"f{i}": os.urandom(1000) for i in range(5)})
     tty = _Terminal()
-    store.snapshot("w", "p", src, progress=TerminalProgress("put", stream=tty, delay=0))
+    bar = TerminalProgress("put", stream=tty, delay=0)
+    store.snapshot("w", "p", src, progress=bar)
+    bar.done()
     bar = TerminalProgress("get", stream=tty, delay=0)
     store.checkout("w", "p", tmp_path / "out", progress=bar)
     bar.done()
     shown = tty.getvalue()
-    assert "put: " in shown and "get: 5 files, 0.0 MB" in shown and "MB/s" in shown
+    # bytes done / total, rate, files and ETA, for both directions
+    assert "put" in shown and "get" in shown and "4.9/4.9 KiB" in shown
+    assert "5 files" in shown and "/s" in shown and "eta" in shown
     quiet = io.StringIO()  # not a terminal: nothing, even past the delay
-    store.checkout("w", "p", tmp_path / "o2", progress=TerminalProgress("get", quiet, 0))
-    assert quiet.getvalue() == ""
+    bar = TerminalProgress("get", quiet, 0)
+    store.checkout("w", "p", tmp_path / "o2", progress=bar)
+    bar.done()
+    assert quiet.getvalue() == "" and bar.bar is None and bar.bytes == 5000
 
 
 def test_quiet_flag(populated, capsys, tmp_path):
