@@ -93,7 +93,7 @@ def test_catalog_versions_and_compare_and_swap(tmp_path):
     assert [v.number for v in cat.versions("w", "p")] == [1, 2]
     assert cat.get("w", "p").manifest == "1" * 32
     assert cat.get("w", "p", 1).manifest == D
-    with pytest.raises(UnknownVersion, match="no version 7"):
+    with pytest.raises(UnknownVersion, match="version 7 not found"):
         cat.get("w", "p", 7)
     assert cat.works() == ["w"] and cat.paths("w") == ["p"]
     reopened = SQLiteCatalog(str(tmp_path / "catalog.db"))

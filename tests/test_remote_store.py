@@ -42,7 +42,7 @@ def test_version_numbers_are_claimed_once(remote, tmp_path):
 
 def test_missing_and_newer_remote_stores_are_refused(tmp_path):
     url = f"memory://cas-test-{uuid.uuid4().hex}"
-    with pytest.raises(FileNotFoundError, match="no store"):
+    with pytest.raises(FileNotFoundError, match="not found"):
         Store.open(url, state=str(tmp_path / "s.db"), create=False)
     fs, root = fsspec.core.url_to_fs(url)
     fs.pipe_file(f"{root}/meta.json", b'{"format": 99, "store_id": "x"}')
