@@ -10,6 +10,7 @@ start-up stays fast).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -58,6 +59,12 @@ def _seconds(text: str) -> float:
     if not value >= 0:  # also refuses nan
         raise argparse.ArgumentTypeError(f"must be a number of seconds >= 0, not {text!r}")
     return value
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number 0-65535, not {text!r}")
+    return int(text)
 
 
 def _global_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
@@ -216,6 +223,17 @@ def _parser() -> argparse.ArgumentParser:
         type=_seconds,
         default=DEFAULT_GRACE,
         help="keep unreferenced objects younger than this many seconds (default: 3600)",
+    )
+
+    serve = command(
+        "serve",
+        "a read-only web view of the store: works, versions, files, diffs, dedup charts",
+        "cas serve --port 8000",
+        "Binds 127.0.0.1 unless --host says otherwise; never writes to the store",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    serve.add_argument(
+        "--port", type=_port, default=8000, help="port to listen on; 0 picks a free one"
     )
 
     export = command(
@@ -485,6 +503,17 @@ def _export(store: Store, args: argparse.Namespace) -> None:
     _say(args, added, "\n".join(lines) or "nothing to export")
 
 
+def _serve(store: Store, args: argparse.Namespace) -> None:
+    try:
+        from .serve import serve
+    except ImportError as exc:
+        raise CasError(
+            f"cas serve needs the serve extra ({exc}): pip install 'cas_storage[serve]'"
+        ) from None
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how a server is stopped
+        serve(store, args.host, args.port)
+
+
 HANDLERS: dict[str, Callable[[Store, argparse.Namespace], None]] = {
     "ls": _ls,
     "log": _log,
@@ -498,6 +527,7 @@ HANDLERS: dict[str, Callable[[Store, argparse.Namespace], None]] = {
     "verify": _verify,
     "gc": _gc,
     "export-git": _export,
+    "serve": _serve,
 }
 
 

@@ -7,6 +7,7 @@ store is named by one.
 from __future__ import annotations
 
 import os
+import re
 from typing import BinaryIO
 
 import xxhash
@@ -14,6 +15,8 @@ import xxhash
 #: Read size for streaming: large enough that syscall overhead is noise.
 BLOCK_SIZE = 4 * 1024 * 1024
 DIGEST_LENGTH = 32
+# A regex, not a per-character loop: every manifest entry is checked on every decode.
+_DIGEST = re.compile(f"[0-9a-f]{{{DIGEST_LENGTH}}}")
 
 Hasher = xxhash.xxh3_128
 
@@ -53,5 +56,9 @@ def digest_file(path: str | os.PathLike[str]) -> str:
 
 
 def is_digest(text: str) -> bool:
-    """True when ``text`` is a full digest (32 lowercase hex characters)."""
-    return len(text) == DIGEST_LENGTH and all(c in "0123456789abcdef" for c in text)
+    """True when ``text`` is a full digest (32 lowercase hex characters).
+
+    >>> is_digest("99aa06d3014798d86001c324468d497f"), is_digest("99AA" + "0" * 28)
+    (True, False)
+    """
+    return isinstance(text, str) and _DIGEST.fullmatch(text) is not None

@@ -35,7 +35,7 @@ from .manifest import DIR, Manifest, mode_bits
 from .objcatalog import ObjectCatalog
 from .objects import LocalObjects, ObjectStore
 from .progress import Progress
-from .stats import Stats
+from .stats import PathHistory, Stats, VersionUsage
 from .status import StatusReport, status
 from .verify import Problem
 
@@ -306,6 +306,25 @@ class Store:
         """
         v = self.version(work, path, version)
         return status(self.manifest(v), self.state, os.fspath(source))
+
+    def history(
+        self, work: str, path: str, versions: list[Version] | None = None
+    ) -> list[VersionUsage]:
+        """Per version of ``(work, path)``, oldest first: logical bytes, content bytes it
+        newly stored, running totals of both (what dedup saved), and how many entries it
+        added, removed and changed since the version before. Reads manifests only.
+
+        ``versions`` (from ``versions()``) saves a catalog query when the caller has them.
+        """
+        return self.extend_history(PathHistory(), versions or self.versions(work, path)).versions
+
+    def extend_history(self, history: PathHistory, versions: list[Version]) -> PathHistory:
+        """Add to ``history`` the ``versions`` (oldest first) newer than its last one."""
+        last = history.versions[-1].number if history.versions else 0
+        for v in versions:
+            if v.number > last:
+                history.add(v.number, self.manifest(v))
+        return history
 
     # -- maintenance ---------------------------------------------------------
     def stats(self) -> Stats:
