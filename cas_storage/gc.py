@@ -1,17 +1,29 @@
 """Garbage collection: drop old versions by policy, then objects nothing references.
 
-Objects younger than the grace period are kept even when unreferenced: a
-snapshot running at the same time writes (or touches) its objects before it
-records its version, so they are always young while it is still in flight.
+Safe beside any number of snapshots, by the lease protocol of ``locks.py``:
+
+1. **plan** (no lock): list every object and its time, and read the manifests
+   of the versions to keep — the slow part, on an object store especially. An
+   object is a candidate when no kept version references it and it is older
+   than the grace period.
+2. **delete** (the exclusive lock, so no snapshot or checkout runs meanwhile):
+   drop the versions the policy drops, *recompute* what the catalog references
+   now, and delete the candidates it does not reference.
+
+A snapshot holds the shared lease from before it decides which stored objects
+it reuses until after it records its version, so an object it relies on is
+either referenced by the catalog when gc recomputes (it recorded) or not yet
+chosen (it starts after gc and checks that what it reuses exists). That holds
+for any grace, 0 included; the grace only spares writers that take no lease.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 
 from .catalog import Catalog, Version
 from .errors import CasError
+from .locks import Locks
 from .manifest import Manifest
 from .objects import LocalObjects, ObjectStore
 from .progress import Progress
@@ -42,9 +54,20 @@ class GcReport:
         }
 
 
+def check_policy(keep_last: int | None, grace_seconds: float) -> None:
+    """Refuse a policy gc cannot follow: fewer than one version, a negative or NaN grace."""
+    if keep_last is not None and keep_last < 1:
+        raise ValueError(
+            f"keep_last must be at least 1 (the latest version is always kept), not {keep_last}"
+        )
+    if not isinstance(grace_seconds, (int, float)) or not grace_seconds >= 0:
+        raise ValueError(f"the grace period must be a number of seconds >= 0, not {grace_seconds}")
+
+
 def gc(
     objects: ObjectStore,
     catalog: Catalog,
+    locks: Locks,
     keep_last: int | None = None,
     grace_seconds: float = GRACE_SECONDS,
     dry_run: bool = False,
@@ -55,39 +78,18 @@ def gc(
     >>> import fsspec
     >>> from cas_storage.objcatalog import ObjectCatalog
     >>> fs = fsspec.filesystem("memory")
-    >>> gc(ObjectStore(fs, "/doc-gc"), ObjectCatalog(fs, "/doc-gc"), keep_last=1).objects_deleted
+    >>> objects = ObjectStore(fs, "/doc-gc")
+    >>> gc(objects, ObjectCatalog(fs, "/doc-gc"), Locks(objects), keep_last=1).objects_deleted
     0
     """
-    if keep_last is not None and keep_last < 1:
-        raise ValueError(
-            f"keep_last must be at least 1 (the latest version is always kept), not {keep_last}"
-        )
+    check_policy(keep_last, grace_seconds)
+    manifests: dict[str, Manifest] = {}  # digest -> manifest: immutable, read once
+    dropped, kept = _split(catalog.all_versions(), keep_last)
+    referenced = _referenced(objects, kept, manifests)
     report = GcReport(dry_run=dry_run, grace_seconds=grace_seconds)
     progress = progress or Progress()
-    kept: list[Version] = []
-    by_path: dict[tuple[str, str], list[Version]] = {}
-    for v in catalog.all_versions():
-        by_path.setdefault((v.work, v.path), []).append(v)
-    for versions in by_path.values():
-        cut = len(versions) - keep_last if keep_last is not None else 0
-        report.versions_dropped += versions[: max(cut, 0)]
-        kept += versions[max(cut, 0) :]
-    if not dry_run:
-        for v in report.versions_dropped:
-            catalog.delete(v)
-        kept = catalog.all_versions()  # versions recorded meanwhile are kept too
-    referenced: set[str] = set()
-    for v in kept:
-        referenced.add(v.manifest)
-        try:
-            referenced |= Manifest.decode(objects.read(v.manifest)).objects()
-        except (CasError, OSError) as exc:
-            # Deleting with an unreadable manifest could free objects it needs: stop.
-            raise CasError(
-                f"gc stopped: the manifest of {v.work}:{v.path} version "
-                f"{v.number} is unreadable ({exc}); run cas verify"
-            ) from None
-    cutoff = time.time() - grace_seconds
+    cutoff = objects.store_time() - grace_seconds
+    candidates: dict[str, int] = {}  # digest -> size
     digests = list(objects)
     progress.start(total_items=len(digests))
     for digest in digests:
@@ -102,11 +104,58 @@ def gc(
         if young:
             report.objects_held += 1
             report.bytes_held += size
-            continue
-        if not dry_run:
+        else:
+            candidates[digest] = size
+    if dry_run:
+        report.versions_dropped = dropped
+        report.objects_deleted, report.bytes_freed = len(candidates), sum(candidates.values())
+        return report
+    with locks.exclusive("cas gc"):
+        # Versions recorded since the plan are kept too; gone ones need no drop.
+        dropped, kept = _split(catalog.all_versions(), keep_last)
+        for v in dropped:
+            catalog.delete(v)
+        report.versions_dropped = dropped
+        referenced = _referenced(objects, catalog.all_versions(), manifests)
+        for digest, size in candidates.items():
+            if digest in referenced:
+                continue
             objects.delete(digest)
-        report.objects_deleted += 1
-        report.bytes_freed += size
-    if not dry_run and isinstance(objects, LocalObjects):
+            report.objects_deleted += 1
+            report.bytes_freed += size
+    if isinstance(objects, LocalObjects):
         objects.remove_stale_temps()
     return report
+
+
+def _split(versions: list[Version], keep_last: int | None) -> tuple[list[Version], list[Version]]:
+    """``(dropped, kept)`` by the policy: the last ``keep_last`` of each path are kept."""
+    by_path: dict[tuple[str, str], list[Version]] = {}
+    for v in versions:
+        by_path.setdefault((v.work, v.path), []).append(v)
+    dropped: list[Version] = []
+    kept: list[Version] = []
+    for path_versions in by_path.values():
+        cut = max(len(path_versions) - keep_last, 0) if keep_last is not None else 0
+        dropped += path_versions[:cut]
+        kept += path_versions[cut:]
+    return dropped, kept
+
+
+def _referenced(
+    objects: ObjectStore, versions: list[Version], manifests: dict[str, Manifest]
+) -> set[str]:
+    referenced: set[str] = set()
+    for v in versions:
+        referenced.add(v.manifest)
+        if v.manifest not in manifests:
+            try:
+                manifests[v.manifest] = Manifest.decode(objects.read(v.manifest))
+            except (CasError, OSError) as exc:
+                # Deleting with an unreadable manifest could free objects it needs: stop.
+                raise CasError(
+                    f"gc stopped: the manifest of {v.work}:{v.path} version "
+                    f"{v.number} is unreadable ({exc}); run cas verify"
+                ) from None
+        referenced |= manifests[v.manifest].objects()
+    return referenced

@@ -114,6 +114,56 @@ class ObjectStore:
                 if is_digest(prefix + rest):
                     yield prefix + rest
 
+    # -- small mutable records beside the objects (locks) ----------------------
+    # Names are relative to the store root (``locks/shared-....json``). Creating
+    # one is create-only, so two writers can never both create the same name; a
+    # record's time is the store's own clock (file mtime, S3 LastModified).
+    def create_record(self, name: str, data: bytes) -> None:
+        """Create record ``name`` holding ``data``; ``FileExistsError`` if it exists."""
+        with self.fs.open(posixpath.join(self.root, name), "xb") as out:
+            out.write(data)
+
+    def refresh_record(self, name: str, data: bytes) -> bool:
+        """Renew record ``name``'s time (the holder is alive); ``False`` if it is gone."""
+        location = posixpath.join(self.root, name)
+        if not self.fs.exists(location):
+            return False
+        self.fs.pipe_file(location, data)
+        return True
+
+    def records(self, folder: str) -> dict[str, float]:
+        """``{record name: time written, on the store's clock}`` of records in ``folder``."""
+        location = posixpath.join(self.root, folder)
+        try:
+            found = self.fs.ls(location, detail=True, refresh=True)
+        except FileNotFoundError:
+            return {}
+        out = {}
+        for info in found:
+            if info.get("type") == "directory":
+                continue
+            when = info.get("LastModified") or info.get("mtime") or info.get("created")
+            if hasattr(when, "timestamp"):
+                when = when.timestamp()
+            out[posixpath.join(folder, posixpath.basename(info["name"]))] = float(when or 0.0)
+        return out
+
+    def read_record(self, name: str) -> bytes:
+        return self.fs.cat_file(posixpath.join(self.root, name))
+
+    def delete_record(self, name: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.fs.rm_file(posixpath.join(self.root, name))
+
+    def store_time(self) -> float:
+        """Now, on the store's clock: the time of a record written for the purpose."""
+        probe = f"locks/clock-{secrets.token_hex(8)}"
+        self.create_record(probe, b"")
+        try:
+            return self.records("locks")[probe]
+        finally:
+            self.delete_record(probe)
+
 
 class LocalObjects(ObjectStore):
     """``ObjectStore`` for a local folder: direct syscalls and atomic renames.
@@ -205,6 +255,54 @@ class LocalObjects(ObjectStore):
                 if is_digest(fan.name + entry.name):
                     yield fan.name + entry.name
 
+    # -- records: plain files; create-only through link(2), which never replaces
+    def _record_path(self, name: str) -> str:
+        return os.path.join(self.root, *name.split("/"))
+
+    def create_record(self, name: str, data: bytes) -> None:
+        target = self._record_path(name)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        temp = f"{target}{TEMP_MARK}{secrets.token_hex(6)}"
+        with open(temp, "xb") as out:
+            out.write(data)
+        try:
+            os.link(temp, target)  # whole or not at all, and never over an existing one
+        finally:
+            os.unlink(temp)
+
+    def refresh_record(self, name: str, data: bytes) -> bool:
+        try:
+            os.utime(self._record_path(name))
+        except FileNotFoundError:
+            return False
+        return True
+
+    def records(self, folder: str) -> dict[str, float]:
+        out = {}
+        try:
+            entries = list(os.scandir(self._record_path(folder)))
+        except FileNotFoundError:
+            return {}
+        for entry in entries:
+            if TEMP_MARK in entry.name:
+                continue
+            try:
+                out[f"{folder}/{entry.name}"] = entry.stat(follow_symlinks=False).st_mtime
+            except FileNotFoundError:
+                continue
+        return out
+
+    def read_record(self, name: str) -> bytes:
+        with open(self._record_path(name), "rb") as stream:
+            return stream.read()
+
+    def delete_record(self, name: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._record_path(name))
+
+    def missing(self, digests: Iterable[str]) -> set[str]:
+        return {d for d in set(digests) if not os.path.exists(self.path(d))}
+
     def remove_stale_temps(self, older_than: float = STALE_TEMP_SECONDS) -> int:
         """Delete temp files of writers that died mid-write; return how many.
 
@@ -223,10 +321,11 @@ class LocalObjects(ObjectStore):
 
     def temp_files(self) -> Iterator[str]:
         """Leftovers of writers that died mid-write (safe to delete when old)."""
-        if not os.path.isdir(self.dir):
-            return
-        for fan in os.scandir(self.dir):
-            if fan.is_dir():
-                for entry in os.scandir(fan.path):
+        folders = [os.path.join(self.root, "locks")]
+        if os.path.isdir(self.dir):
+            folders += [fan.path for fan in os.scandir(self.dir) if fan.is_dir()]
+        for folder in folders:
+            with contextlib.suppress(FileNotFoundError):
+                for entry in os.scandir(folder):
                     if TEMP_MARK in entry.name:
                         yield entry.path

@@ -31,6 +31,7 @@ from .errors import CasError, MissingObject, not_found
 from .gc import GcReport
 from .keys import ancestors, check_text, check_work, normalize_key
 from .localstate import LocalState
+from .locks import Locks
 from .manifest import DIR, Manifest, mode_bits
 from .objcatalog import ObjectCatalog
 from .objects import LocalObjects, ObjectStore
@@ -65,6 +66,7 @@ class Store:
         self.catalog = catalog
         self.state = state
         self.url = url
+        self.locks = Locks(objects)
 
     @classmethod
     def open(
@@ -127,31 +129,28 @@ class Store:
         work, key = check_work(work), normalize_key(path)
         source = os.path.abspath(os.fspath(source))
         inner = normalize_key(at)
-        latest = self.catalog.latest(work, key)
-        base = None
-        if latest is not None:
-            try:
-                base = self.manifest(latest)
-            except (CasError, OSError):
-                if inner != ".":
-                    raise
-                # A damaged previous version must not block a new, whole snapshot.
-        stored = base.objects() if base is not None else set()
-        known = self.state.under(source)
-        built = _snapshot.build_durable(self.objects, known, source, stored, progress)
-        manifest = built.manifest
-        if inner != ".":
-            # The folders from the stored folder down to ``source``, as they are on disk.
-            top = source
-            for _ in inner.split("/"):
-                top = os.path.dirname(top)
-            modes = {
-                rel: mode_bits(os.stat(os.path.join(top, rel)).st_mode)
-                for rel in [*ancestors(inner), inner]
-            }
-            empty = Manifest.build(DIR, [])
-            manifest = (base if base is not None else empty).graft(inner, manifest, modes)
-        version = _snapshot.record(self.objects, self.catalog, work, key, manifest)
+        # Under the shared lease from before choosing what to reuse until recorded:
+        # gc deletes nothing meanwhile (locks.py, gc.py).
+        with self.locks.shared(f"snapshot of {work}:{key}") as lease:
+            latest = self.catalog.latest(work, key)
+            base = None
+            if latest is not None:
+                try:
+                    base = self.manifest(latest)
+                except (CasError, OSError):
+                    if inner != ".":
+                        raise
+                    # A damaged previous version must not block a new, whole snapshot.
+            stored = base.objects() if base is not None else set()
+            known = self.state.under(source)
+            built = _snapshot.build_durable(self.objects, known, source, stored, progress)
+            manifest = built.manifest
+            if inner != ".":
+                manifest = (base or Manifest.build(DIR, [])).graft(
+                    inner, manifest, _folder_modes(source, inner)
+                )
+            lease.check()
+            version = _snapshot.record(self.objects, self.catalog, work, key, manifest)
         self.state.remember(built.learned)
         return version
 
@@ -161,10 +160,12 @@ class Store:
         Raises ``MissingObject`` naming the first object the store lacks.
         """
         work, key = check_work(work), normalize_key(path)
-        gone = self.objects.missing(manifest.objects())
-        if gone:
-            raise MissingObject(sorted(gone)[0], f"a new version of {work}:{key}")
-        return _snapshot.record(self.objects, self.catalog, work, key, manifest)
+        with self.locks.shared(f"record of {work}:{key}") as lease:
+            gone = self.objects.missing(manifest.objects())
+            if gone:
+                raise MissingObject(sorted(gone)[0], f"a new version of {work}:{key}")
+            lease.check()
+            return _snapshot.record(self.objects, self.catalog, work, key, manifest)
 
     def drop(self, work: str, path: str) -> None:
         """Delete every version of ``(work, path)``, oldest first.
@@ -190,19 +191,22 @@ class Store:
 
         ``progress`` (e.g. ``TerminalProgress("get")``) hears of every file written.
         """
-        return _checkout.checkout(
-            self.objects,
-            self.catalog,
-            self.state,
-            self.store_id,
-            check_work(work),
-            normalize_key(path),
-            os.fspath(dest),
-            version,
-            overwrite,
-            inner,
-            progress,
-        )
+        work, key = check_work(work), normalize_key(path)
+        # The shared lease: gc frees nothing of the version while it is read.
+        with self.locks.shared(f"checkout of {work}:{key}", reading=True):
+            return _checkout.checkout(
+                self.objects,
+                self.catalog,
+                self.state,
+                self.store_id,
+                work,
+                key,
+                os.fspath(dest),
+                version,
+                overwrite,
+                inner,
+                progress,
+            )
 
     # -- questions ------------------------------------------------------------
     def versions(self, work: str, path: str) -> list[Version]:
@@ -346,7 +350,9 @@ class Store:
 
         The report counts what was freed and what the grace period held back.
         """
-        return _gc.gc(self.objects, self.catalog, keep_last, grace_seconds, dry_run, progress)
+        return _gc.gc(
+            self.objects, self.catalog, self.locks, keep_last, grace_seconds, dry_run, progress
+        )
 
     def export_git(
         self,
@@ -366,3 +372,14 @@ class Store:
             close = getattr(part, "close", None)
             if close:
                 close()
+
+
+def _folder_modes(source: str, inner: str) -> dict[str, int]:
+    """Modes of the folders from the stored folder down to ``source`` (at ``inner``)."""
+    top = source
+    for _ in inner.split("/"):
+        top = os.path.dirname(top)
+    return {
+        rel: mode_bits(os.stat(os.path.join(top, rel)).st_mode)
+        for rel in [*ancestors(inner), inner]
+    }

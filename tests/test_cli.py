@@ -237,3 +237,13 @@ def test_quiet_flag(populated, capsys, tmp_path):
         store_dir, "--quiet", "get", "root.train", "ckpt", str(tmp_path / "q"), capsys=capsys
     )
     assert code == 0 and err == "" and "transferred" in out
+
+
+@pytest.mark.parametrize("grace", ["-1", "nan", "-inf"])
+def test_gc_refuses_a_negative_or_nan_grace(populated, capsys, grace):
+    store_dir, store = populated
+    before = store.versions("root.train", "ckpt")
+    code, out, err = cas(store_dir, "gc", "--keep-last", "1", f"--grace={grace}", capsys=capsys)
+    assert code == 1 and out == ""
+    assert err.startswith("cas: error: the grace period must be") and err.count("\n") == 1
+    assert store.versions("root.train", "ckpt") == before

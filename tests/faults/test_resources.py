@@ -93,6 +93,8 @@ def test_permission_denied_during_snapshot_names_the_file(tmp_path):
         objects = str(tmp_path / ".cas" / "objects")
         for dirpath, _, _ in os.walk(objects):
             fs.chmod(dirpath, 0o777)  # the store itself is writable for this user
+        fs.makedirs(str(tmp_path / ".cas" / "locks"), exist_ok=True)
+        fs.chmod(str(tmp_path / ".cas" / "locks"), 0o777)  # so are its lease records
         set_uid(4321)  # an ordinary user: root would ignore the modes
         try:
             with pytest.raises(PermissionError) as unreadable:
