@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import fsspec
 
@@ -76,6 +77,7 @@ class Store:
         state: str | None = None,
         create: bool = True,
         fsync: bool = False,
+        storage_options: dict[str, Any] | None = None,
     ) -> Store:
         """Open (or create) the store at ``url``, default ``$CAS_STORE`` or ``./.cas``.
 
@@ -86,12 +88,14 @@ class Store:
         ``state`` is this machine's stat-cache file (default ``$CAS_STATE`` or
         ``~/.cache/cas_storage/state.db``). ``create=False`` raises
         ``FileNotFoundError`` instead of creating a missing store.
+        ``storage_options`` go to the fsspec filesystem of a URL (for S3:
+        ``endpoint_url``, ``profile``, ``anon``, ...; see s3fs).
         """
         url = os.fspath(url) if url is not None else default_url()
         if url.startswith("file://"):
             url = url[len("file://") :]
         if "://" in url:
-            return cls._open_remote(url, state, create)
+            return cls._open_remote(url, state, create, storage_options or {})
         root = os.path.abspath(url)
         catalog_file = os.path.join(root, "catalog.db")
         if not os.path.exists(catalog_file) and not create:
@@ -101,8 +105,12 @@ class Store:
         return cls(LocalObjects(root, fsync=fsync), catalog, LocalState(state), root)
 
     @classmethod
-    def _open_remote(cls, url: str, state: str | None, create: bool) -> Store:
-        fs, root = fsspec.core.url_to_fs(url)
+    def _open_remote(
+        cls, url: str, state: str | None, create: bool, storage_options: dict[str, Any]
+    ) -> Store:
+        # Other machines write to this store: a cached listing would hide their work.
+        options = {"use_listings_cache": False, **storage_options}
+        fs, root = fsspec.core.url_to_fs(url, **options)
         if not create and not fs.exists(f"{root.rstrip('/')}/meta.json"):
             raise FileNotFoundError(not_found(f"store {url}", hint="no meta.json"))
         return cls(ObjectStore(fs, root), ObjectCatalog(fs, root), LocalState(state), url)

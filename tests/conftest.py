@@ -1,5 +1,10 @@
 import os
 import pathlib
+import socket
+import subprocess
+import sys
+import time
+import uuid
 
 import pytest
 
@@ -42,3 +47,61 @@ def executor(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) ->
     """The executor name for a runtime test; apps and launched subprocesses pick it up."""
     monkeypatch.setenv("CAS_EXECUTOR", request.param)
     return request.param
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """A moto S3 server on loopback with a bucket ``cas-bucket``; AWS_* point at it.
+
+    The variables stay set for the session, so processes the tests spawn (other
+    "machines") reach the same server with their own s3fs clients.
+    """
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    else:
+        server.kill()
+        raise RuntimeError("moto S3 server did not start")
+    endpoint = f"http://127.0.0.1:{port}"
+    env = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": endpoint,
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    import s3fs
+
+    s3fs.S3FileSystem.clear_instance_cache()
+    s3fs.S3FileSystem(client_kwargs={"endpoint_url": endpoint}).mkdir("cas-bucket")
+    yield endpoint
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    server.terminate()
+    server.wait(timeout=10)
+
+
+@pytest.fixture
+def s3_url(s3_endpoint) -> str:
+    """A fresh, empty store URL on the moto server."""
+    return f"s3://cas-bucket/{uuid.uuid4().hex}"
