@@ -7,6 +7,7 @@ make ambiguous.
 
 from __future__ import annotations
 
+import logging
 import posixpath
 import threading
 from collections import OrderedDict
@@ -57,7 +58,7 @@ class Histories:
             return history.versions[: len(versions)]
 
     def warm(self) -> None:
-        """Compute every path's history (run in the background when the server starts)."""
+        """Compute every path's history (done once when the server starts)."""
         for work in self.store.works():
             for path in self.store.paths(work):
                 self.rows(work, path, self.store.versions(work, path))
@@ -221,12 +222,15 @@ def _tree(manifest: Manifest, stored_path: str) -> Iterator[Node]:
 def serve(store: Store, host: str = "127.0.0.1", port: int = 8000) -> None:
     """Serve ``store`` read-only at ``http://host:port/`` until interrupted.
 
-    ``port=0`` picks a free port; the address is printed once the socket listens.
+    ``port=0`` picks a free port; the address is printed once the server is ready.
     """
     app = create_app(store)
+    # No line per request on the terminal: errors still show.
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
     server = make_server(host, port, app, threaded=True)
-    # Paths' histories are computed before anyone asks, so even the first visit is quick.
-    threading.Thread(target=app.extensions["cas_histories"].warm, daemon=True).start()
+    # Every path's history is computed before the address is announced, so even the
+    # first visit of a long history is quick (later versions are added as they come).
+    app.extensions["cas_histories"].warm()
     shown = f"[{host}]" if ":" in host else host
     print(f"serving {store.url} read-only at http://{shown}:{server.server_port}/", flush=True)
     try:
