@@ -1,20 +1,33 @@
-"""Store benchmark: snapshot + checkout against `cp -r` and `rsync -a`, in one run.
+"""Store benchmark: put/get against `cp -r` and `rsync -a`, interleaved, in one run.
 
-Datasets: (a) 4 files x 256 MiB, (b) 20,000 files x 4 KiB in 200 folders, and
-(c) a re-checkout of an unchanged version. Each timing is the median of
-``--repeat`` runs; the figures that matter are the ratios, since the machine's
-disk and page cache make absolute times noisy.
+Each repetition runs every contestant once, one after another (cp, rsync, the store
+as a library, the store as `cas` processes), so a load spike from another job on the
+machine hits one repetition of all of them rather than a whole column. Reported: the
+median over ``--repeat`` repetitions and its ratio to a *full* `cp -r` of the same data.
 
-Run: python benchmarks/bench_store.py [--scale 1.0] [--repeat 3] [--dir /tmp]
+Cases (``--cases``, comma-separated; default all):
+
+* ``big``     4 x 256 MiB fresh put and get, then an unchanged re-put and re-get
+* ``small``   20,000 x 4 KiB in 200 folders, the same operations
+* ``many``    100,000 x 1 KiB: unchanged re-put and re-get (the metadata path)
+* ``series``  a checkpoint file of 64 x 4 MiB tensors, 8 versions, 3 tensors changed in
+              each: the 8 puts, then 8 overwrite gets into one folder, against
+              ``rsync -a --delete`` of the same 8 versions into one folder
+* ``startup`` ``cas --help`` and ``cas ls`` as processes
+
+Run: python benchmarks/bench_store.py [--cases big,small] [--repeat 3] [--scale 1.0]
+     [--no-cli] [--dir /tmp]        (quick look: --scale 0.1 --repeat 1)
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import random
 import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -22,107 +35,309 @@ from pathlib import Path
 
 from cas_storage import Store
 
-
-def make_large(root: Path, scale: float) -> None:
-    root.mkdir(parents=True)
-    size = int(256 * 1024 * 1024 * scale)
-    for i in range(4):
-        with open(root / f"shard{i}.bin", "wb") as out:
-            left = size
-            while left:
-                block = os.urandom(min(left, 8 * 1024 * 1024))
-                out.write(block)
-                left -= len(block)
+CASES = ("big", "small", "many", "series", "startup")
+CAS = [sys.executable, "-m", "cas_storage.cli"]
+TENSOR = 4 * 1024 * 1024
 
 
-def make_small(root: Path, scale: float) -> None:
-    count = int(20_000 * scale)
+def cas_command() -> list[str]:
+    """The installed ``cas`` script if it is beside this interpreter, else ``-m``."""
+    script = Path(sys.executable).with_name("cas")
+    return [str(script)] if script.exists() else CAS
+
+
+def write_random(path: Path, size: int) -> None:
+    with open(path, "wb") as out:
+        left = size
+        while left:
+            block = os.urandom(min(left, 8 * 1024 * 1024))
+            out.write(block)
+            left -= len(block)
+
+
+def make_files(root: Path, count: int, size: int, folders: int) -> None:
     for i in range(count):
-        folder = root / f"dir{i % 200:03d}"
+        folder = root / f"dir{i % folders:03d}"
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / f"file{i:05d}.bin").write_bytes(os.urandom(4096))
+        (folder / f"file{i:06d}.bin").write_bytes(os.urandom(size))
 
 
-def timed(action: Callable[[], object]) -> tuple[float, object]:
-    start = time.perf_counter()
-    result = action()
-    return time.perf_counter() - start, result
+def run(*command: object) -> None:
+    subprocess.run([str(c) for c in command], check=True, stdout=subprocess.DEVNULL)
 
 
-def median_time(setup: Callable[[], None], action: Callable[[], object], repeat: int):
-    times, result = [], None
-    for _ in range(repeat):
-        setup()
-        elapsed, result = timed(action)
-        times.append(elapsed)
-    return statistics.median(times), result
+def sync() -> None:
+    subprocess.run(["sync"], check=True)  # start every timing with no dirty pages queued
 
 
-def bench(name: str, src: Path, scratch: Path, repeat: int) -> list[tuple]:
-    rows = []
-    scratch.mkdir(parents=True, exist_ok=True)
+def remove(*paths: Path) -> None:
+    for path in paths:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
+class Table:
+    """Timings per (case, operation), medians over the repetitions, ratios to a base."""
+
+    def __init__(self) -> None:
+        self.times: dict[tuple[str, str], list[float]] = {}
+        self.notes: dict[tuple[str, str], str] = {}
+        self.base: dict[str, tuple[str, str]] = {}
+        self.order: list[tuple[str, str]] = []
+
+    def time(self, case: str, op: str, action: Callable[[], object], note: str = "") -> object:
+        sync()
+        start = time.perf_counter()
+        result = action()
+        elapsed = time.perf_counter() - start
+        key = (case, op)
+        if key not in self.times:
+            self.times[key] = []
+            self.order.append(key)
+        self.times[key].append(elapsed)
+        if note:
+            self.notes[key] = note
+        return result
+
+    def note(self, case: str, op: str, text: str) -> None:
+        self.notes[(case, op)] = text
+
+    def print(self) -> None:
+        print(f"\n{'case':<22} {'operation':<30} {'median s':>9} {'ratio':>7}  note")
+        for key in self.order:
+            case, op = key
+            seconds = statistics.median(self.times[key])
+            base = self.base.get(case)
+            ratio = seconds / statistics.median(self.times[base]) if base else float("nan")
+            print(f"{case:<22} {op:<30} {seconds:9.3f} {ratio:7.2f}  {self.notes.get(key, '')}")
+        print("ratio: to a full `cp -r` of the case's data (series: to its `rsync -a --delete`)")
+
+
+def open_store(scratch: Path, name: str) -> Store:
+    return Store.open(scratch / f"store-{name}", state=str(scratch / f"state-{name}.db"))
+
+
+def fresh(scratch: Path, name: str) -> None:
+    for leftover in scratch.glob(f"state-{name}.db*"):
+        leftover.unlink()
+    remove(scratch / f"store-{name}")
+
+
+def cli(scratch: Path, name: str, *args: object) -> None:
+    env_args = ["--store", scratch / f"store-{name}", "--quiet"]
+    command = [*cas_command(), *env_args, *args]
+    env = {**os.environ, "CAS_STATE": str(scratch / f"state-{name}.db")}
+    subprocess.run([str(c) for c in command], check=True, stdout=subprocess.DEVNULL, env=env)
+
+
+def bench_copy_case(
+    table: Table, case: str, src: Path, scratch: Path, repeat: int, with_cli: bool
+) -> None:
+    """Fresh put/get and unchanged re-put/re-get of ``src``, against cp and rsync."""
     out = scratch / "out"
+    table.base[case] = (case, "cp -r")
+    for _ in range(repeat):
+        remove(out)
+        table.time(case, "cp -r", lambda: run("cp", "-r", src, out))
+        remove(out)
+        table.time(case, "rsync -a", lambda: run("rsync", "-a", f"{src}/", f"{out}/"))
+        table.time(case, "rsync -a, unchanged", lambda: run("rsync", "-a", f"{src}/", f"{out}/"))
+        remove(out)
+        store_lib(table, case, src, out, scratch)
+        if with_cli:
+            store_cli(table, case, src, out, scratch)
 
-    def clear() -> None:
-        shutil.rmtree(out, ignore_errors=True)
-        subprocess.run(["sync"], check=True)  # start each run with no dirty pages queued
 
-    cp, _ = median_time(clear, lambda: subprocess.run(["cp", "-r", src, out], check=True), repeat)
-    rsync, _ = median_time(
-        clear, lambda: subprocess.run(["rsync", "-a", f"{src}/", f"{out}/"], check=True), repeat
+def store_lib(table: Table, case: str, src: Path, out: Path, scratch: Path) -> None:
+    fresh(scratch, "lib")
+    store = open_store(scratch, "lib")
+    version = table.time(case, "put (lib)", lambda: store.snapshot("b", "d", src))
+    table.note(case, "put (lib)", f"{version.files} files")
+    result = table.time(case, "get (lib)", lambda: store.checkout("b", "d", out))
+    table.note(case, "get (lib)", f"{result.bytes_transferred:,} B moved")
+    table.time(case, "re-put unchanged (lib)", lambda: store.snapshot("b", "d", src))
+    again = table.time(
+        case, "re-get unchanged (lib)", lambda: store.checkout("b", "d", out, overwrite=True)
     )
+    table.note(case, "re-get unchanged (lib)", f"{again.bytes_transferred:,} B moved")
+    store.close()
+    remove(out)
+    fresh(scratch, "lib")
 
-    stores: list[Store] = []
 
-    def fresh_store() -> None:
-        clear()
-        store_dir = scratch / "store"
-        shutil.rmtree(store_dir, ignore_errors=True)
-        state = scratch / "state.db"
-        for leftover in scratch.glob("state.db*"):
-            leftover.unlink()
-        stores.append(Store.open(store_dir, state=str(state)))
+def store_cli(table: Table, case: str, src: Path, out: Path, scratch: Path) -> None:
+    fresh(scratch, "cli")
+    table.time(case, "put (cas)", lambda: cli(scratch, "cli", "put", "b", "d", src))
+    table.time(case, "get (cas)", lambda: cli(scratch, "cli", "get", "b", "d", out))
+    table.time(case, "re-put unchanged (cas)", lambda: cli(scratch, "cli", "put", "b", "d", src))
+    table.time(
+        case,
+        "re-get unchanged (cas)",
+        lambda: cli(scratch, "cli", "get", "b", "d", out, "--overwrite"),
+    )
+    remove(out)
+    fresh(scratch, "cli")
 
-    snap, version = median_time(
-        fresh_store, lambda: stores[-1].snapshot("bench", "data", src), repeat
-    )
-    store = stores[-1]
-    co, result = median_time(clear, lambda: store.checkout("bench", "data", out), repeat)
-    again, unchanged = median_time(
-        lambda: None, lambda: store.checkout("bench", "data", out, overwrite=True), repeat
-    )
-    rows.append((name, "cp -r", cp, 1.0, ""))
-    rows.append((name, "rsync -a", rsync, rsync / cp, ""))
-    rows.append((name, "snapshot", snap, snap / cp, f"{version.files} files"))
-    rows.append((name, "checkout", co, co / cp, f"{result.bytes_transferred:,} B moved"))
-    rows.append(
-        (name, "re-checkout (c)", again, again / cp, f"{unchanged.bytes_transferred:,} B moved")
-    )
-    return rows
+
+def bench_many(table: Table, scratch: Path, scale: float, repeat: int, with_cli: bool) -> None:
+    """The metadata path: unchanged re-put and re-get of 100,000 small files."""
+    count = int(100_000 * scale)
+    case = f"many {count:,} x 1 KiB"
+    src, out = scratch / "many-src", scratch / "out"
+    make_files(src, count, 1024, 1000)
+    table.base[case] = (case, "cp -r")
+    store = open_store(scratch, "many")
+    store.snapshot("b", "d", src)
+    store.checkout("b", "d", out)
+    store.close()
+    time.sleep(0.05)  # past the stat cache's racy window, as a real re-put would be
+    # rsync's own unchanged pass is the yardstick; a full cp -r gives the ratio's base.
+    copy = scratch / "many-cp"
+    for _ in range(repeat):
+        remove(copy)
+        table.time(case, "cp -r", lambda: run("cp", "-r", src, copy))
+        table.time(case, "rsync -a, unchanged", lambda: run("rsync", "-a", f"{src}/", f"{out}/"))
+        store = open_store(scratch, "many")
+        table.time(case, "re-put unchanged (lib)", lambda s=store: s.snapshot("b", "d", src))
+        table.time(
+            case,
+            "re-get unchanged (lib)",
+            lambda s=store: s.checkout("b", "d", out, overwrite=True),
+        )
+        store.close()
+        if with_cli:
+            table.time(
+                case, "re-put unchanged (cas)", lambda: cli(scratch, "many", "put", "b", "d", src)
+            )
+            table.time(
+                case,
+                "re-get unchanged (cas)",
+                lambda: cli(scratch, "many", "get", "b", "d", out, "--overwrite"),
+            )
+    remove(copy, src, out)
+    fresh(scratch, "many")
+
+
+def series_versions(root: Path, tensors: int, versions: int) -> list[Path]:
+    """``versions`` folders, each with one checkpoint file; 3 tensors change per version."""
+    rng = random.Random(7)
+    data = [os.urandom(TENSOR) for _ in range(tensors)]
+    folders = []
+    for v in range(versions):
+        if v:
+            for i in rng.sample(range(tensors), 3):
+                data[i] = os.urandom(TENSOR)
+        folder = root / f"v{v + 1}"
+        folder.mkdir(parents=True)
+        with open(folder / "model.ckpt", "wb") as out:
+            for tensor in data:
+                out.write(tensor)
+        folders.append(folder)
+    return folders
+
+
+def bench_series(table: Table, scratch: Path, scale: float, repeat: int) -> None:
+    tensors = max(8, int(64 * scale))
+    case = f"series 8 x {tensors} tensors"
+    folders = series_versions(scratch / "series", tensors, 8)
+    out = scratch / "out"
+    table.base[case] = (case, "rsync -a --delete, 8 versions")
+    for _ in range(repeat):
+        remove(out)
+
+        def rsync_all() -> None:
+            for folder in folders:
+                run("rsync", "-a", "--delete", f"{folder}/", f"{out}/")
+
+        table.time(case, "rsync -a --delete, 8 versions", rsync_all)
+        remove(out)
+        fresh(scratch, "series")
+        store = open_store(scratch, "series")
+
+        def put_all(s: Store = store) -> None:
+            for folder in folders:
+                s.snapshot("train", "ckpt", folder)
+
+        table.time(case, "8 puts (lib)", put_all)
+        moved: list[int] = []
+
+        def get_all(s: Store = store, moved: list[int] = moved) -> None:
+            for number in range(1, 9):
+                moved.append(
+                    s.checkout(
+                        "train", "ckpt", out, version=number, overwrite=True
+                    ).bytes_transferred
+                )
+
+        table.time(case, "8 overwrite gets (lib)", get_all)
+        changed = 3 * TENSOR * 7
+        table.note(
+            case,
+            "8 overwrite gets (lib)",
+            f"versions 2-8 moved {sum(moved[1:]) / changed:.2f} x the changed bytes",
+        )
+        logical = 8 * tensors * TENSOR
+        table.note(
+            case, "8 puts (lib)", f"stored {store.stats().stored_bytes / logical:.3f} of logical"
+        )
+        store.close()
+        fresh(scratch, "series")
+    remove(out, scratch / "series")
+
+
+def bench_startup(table: Table, scratch: Path, repeat: int) -> None:
+    case = "startup"
+    fresh(scratch, "startup")
+    open_store(scratch, "startup").close()
+    table.base[case] = (case, "python -c pass")
+    for _ in range(max(repeat, 5)):
+        table.time(case, "python -c pass", lambda: run(sys.executable, "-c", "pass"))
+        table.time(case, "cas --help", lambda: run(*cas_command(), "--help"))
+        table.time(case, "cas ls", lambda: cli(scratch, "startup", "ls"))
+    fresh(scratch, "startup")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", default=",".join(CASES), help=f"some of {', '.join(CASES)}")
     parser.add_argument("--scale", type=float, default=1.0, help="shrink the datasets (0.1 = 10%)")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--no-cli", action="store_true", help="skip `cas put/get` as processes")
     parser.add_argument("--dir", default=None, help="scratch folder (default: system temp)")
     args = parser.parse_args()
+    cases = [c.strip() for c in args.cases.split(",") if c.strip()]
+    unknown = sorted(set(cases) - set(CASES))
+    if unknown:
+        parser.error(f"unknown case(s) {', '.join(unknown)}; choose from {', '.join(CASES)}")
     if not shutil.which("rsync"):
         raise SystemExit("rsync is needed for the comparison: apt-get install rsync")
+    with_cli = not args.no_cli
     scratch = Path(tempfile.mkdtemp(prefix="cas-bench-", dir=args.dir))
+    table = Table()
     try:
-        rows = []
-        large, small = scratch / "large-src", scratch / "small-src"
-        make_large(large, args.scale)
-        rows += bench("(a) 4 x 256 MiB", large, scratch / "a", args.repeat)
-        shutil.rmtree(large)
-        make_small(small, args.scale)
-        rows += bench("(b) 20,000 x 4 KiB", small, scratch / "b", args.repeat)
+        if "big" in cases:
+            src = scratch / "big-src"
+            src.mkdir()
+            for i in range(4):
+                write_random(src / f"shard{i}.bin", int(256 * 1024 * 1024 * args.scale))
+            bench_copy_case(table, "big 4 x 256 MiB", src, scratch, args.repeat, with_cli)
+            remove(src)
+        if "small" in cases:
+            src = scratch / "small-src"
+            make_files(src, int(20_000 * args.scale), 4096, 200)
+            bench_copy_case(table, "small 20k x 4 KiB", src, scratch, args.repeat, with_cli)
+            remove(src)
+        if "many" in cases:
+            bench_many(table, scratch, args.scale, args.repeat, with_cli)
+        if "series" in cases:
+            bench_series(table, scratch, args.scale, args.repeat)
+        if "startup" in cases:
+            bench_startup(table, scratch, args.repeat)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    print(f"{'dataset':<20} {'operation':<16} {'seconds':>8} {'x cp -r':>8}  note")
-    for name, op, seconds, ratio, note in rows:
-        print(f"{name:<20} {op:<16} {seconds:8.3f} {ratio:8.2f}  {note}")
+    table.print()
 
 
 if __name__ == "__main__":
