@@ -1,7 +1,7 @@
 """The catalog: which manifest is version N of ``(work, path)``.
 
 ``Catalog`` is the small interface snapshot/checkout rely on; ``SQLiteCatalog``
-is the embedded implementation (``catalog.db``, via sqlite-utils). Every version
+is the embedded implementation (``catalog.db``, plain ``sqlite3``). Every version
 is an immutable record. The one write, ``create``, is a compare-and-swap on the
 version number — it fails with ``VersionExists`` if another writer took that
 number first — which an object store can also offer with a conditional put.
@@ -16,8 +16,6 @@ import threading
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
-
-import sqlite_utils
 
 from .errors import StoreFormatError, UnknownVersion, VersionExists, not_found
 
@@ -116,6 +114,13 @@ def _row_to_version(row: tuple) -> Version:
 
 
 _COLUMNS = "work, path, number, manifest, created, files, bytes"
+_CREATE_META = 'CREATE TABLE IF NOT EXISTS "meta" ("key" TEXT PRIMARY KEY, "value" TEXT)'
+_CREATE_VERSIONS = (
+    'CREATE TABLE IF NOT EXISTS "versions" ("work" TEXT NOT NULL, "path" TEXT NOT NULL, '
+    '"number" INTEGER NOT NULL, "manifest" TEXT NOT NULL, "created" REAL NOT NULL, '
+    '"files" INTEGER NOT NULL, "bytes" INTEGER NOT NULL, PRIMARY KEY ("work", "path", "number"))'
+)
+_CREATE_CLAIMS = 'CREATE TABLE IF NOT EXISTS "claims" ("name" TEXT PRIMARY KEY, "owner" TEXT)'
 
 
 class SQLiteCatalog(Catalog):
@@ -152,25 +157,13 @@ class SQLiteCatalog(Catalog):
             if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
                 conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
-            db = sqlite_utils.Database(conn)
             conn.execute("BEGIN IMMEDIATE")
             try:
-                db["meta"].create({"key": str, "value": str}, pk="key", if_not_exists=True)
-                db["versions"].create(
-                    {
-                        "work": str,
-                        "path": str,
-                        "number": int,
-                        "manifest": str,
-                        "created": float,
-                        "files": int,
-                        "bytes": int,
-                    },
-                    pk=("work", "path", "number"),
-                    not_null={"work", "path", "number", "manifest", "created", "files", "bytes"},
-                    if_not_exists=True,
-                )
-                db["claims"].create({"name": str, "owner": str}, pk="name", if_not_exists=True)
+                # The schema sqlite-utils used to create, spelled out: importing sqlite-utils
+                # cost every command ~0.1 s of start-up for these statements.
+                conn.execute(_CREATE_META)
+                conn.execute(_CREATE_VERSIONS)
+                conn.execute(_CREATE_CLAIMS)
                 conn.execute(
                     "INSERT OR IGNORE INTO meta(key, value) VALUES ('format', ?), ('store_id', ?)",
                     (str(FORMAT), uuid.uuid4().hex),

@@ -17,11 +17,13 @@ import posixpath
 import secrets
 import time
 from collections.abc import Iterable, Iterator
-
-import fsspec
+from typing import TYPE_CHECKING
 
 from .errors import CorruptObject, MissingObject
 from .hashing import digest_bytes, is_digest
+
+if TYPE_CHECKING:
+    import fsspec
 
 TEMP_MARK = ".tmp-"
 #: Object temp files older than this belong to a dead writer (no write takes this long).
@@ -173,9 +175,19 @@ class LocalObjects(ObjectStore):
     """
 
     def __init__(self, root: str, fsync: bool = False) -> None:
-        super().__init__(fsspec.filesystem("file"), os.path.abspath(root))
+        # No fsspec filesystem up front: importing fsspec costs every command ~0.1 s of
+        # start-up, and every method here uses plain ``os`` calls.
+        self.root = os.path.abspath(root)
+        self.dir = posixpath.join(self.root, "objects")
         self.fsync = fsync
         self._made: set[str] = set()
+
+    @property  # type: ignore[override]
+    def fs(self) -> fsspec.AbstractFileSystem:
+        """The local filesystem as fsspec sees it, for code written against ``ObjectStore``."""
+        import fsspec
+
+        return fsspec.filesystem("file")
 
     def has(self, digest: str) -> bool:
         return os.path.exists(self.path(digest))

@@ -18,11 +18,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import fsspec
-
 from . import checkout as _checkout
 from . import gc as _gc
-from . import gitexport as _gitexport
 from . import snapshot as _snapshot
 from . import stats as _stats
 from . import verify as _verify
@@ -34,7 +31,6 @@ from .keys import ancestors, check_text, check_work, normalize_key
 from .localstate import LocalState
 from .locks import Locks
 from .manifest import DIR, Manifest, mode_bits
-from .objcatalog import ObjectCatalog
 from .objects import LocalObjects, ObjectStore
 from .progress import Progress
 from .stats import PathHistory, Stats, VersionUsage
@@ -108,6 +104,11 @@ class Store:
     def _open_remote(
         cls, url: str, state: str | None, create: bool, storage_options: dict[str, Any]
     ) -> Store:
+        # Imported here: a local store never needs fsspec, and it is slow to import.
+        import fsspec
+
+        from .objcatalog import ObjectCatalog
+
         # Other machines write to this store: a cached listing would hide their work.
         options = {"use_listings_cache": False, **storage_options}
         fs, root = fsspec.core.url_to_fs(url, **options)
@@ -370,6 +371,8 @@ class Store:
         progress: Progress | None = None,
     ) -> dict[str, int]:
         """Write version history as git commits on ``refs/cas/<work>/<path>``."""
+        from . import gitexport as _gitexport  # dulwich: only this command needs it
+
         key = normalize_key(path) if path else None
         return _gitexport.export_git(
             self.objects, self.catalog, os.fspath(repo), work, key, progress
