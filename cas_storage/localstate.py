@@ -19,7 +19,7 @@ import sqlite3
 import threading
 import time
 import warnings
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from .hashing import is_digest
 
@@ -39,9 +39,12 @@ def default_path() -> str:
     return os.path.join(cache, "cas_storage", "state.db")
 
 
-@dataclass(frozen=True)
-class Known:
-    """What the stat cache remembers of one file."""
+class Known(NamedTuple):
+    """What the stat cache remembers of one file.
+
+    A named tuple, not a dataclass: a re-put of 100,000 files loads 100,000 of these,
+    and a tuple is built several times faster.
+    """
 
     dev: int
     ino: int
@@ -243,14 +246,23 @@ class _Transaction:
 def _known(row: tuple) -> Known | None:
     """The record in ``row``, or ``None`` when any field is not what was written."""
     _, dev, ino, size, mtime_ns, ctime_ns, recorded_ns, digest, chunks = row
-    if not all(isinstance(n, int) for n in (dev, ino, size, mtime_ns, ctime_ns, recorded_ns)):
+    # type() is, not isinstance: this runs once per cached file on every load.
+    if not (
+        type(dev) is int
+        and type(ino) is int
+        and type(size) is int
+        and type(mtime_ns) is int
+        and type(ctime_ns) is int
+        and type(recorded_ns) is int
+        and is_digest(digest)
+    ):
         return None
-    if not isinstance(digest, str) or not is_digest(digest):
-        return None
-    try:
-        parsed = tuple((d, s) for d, s in json.loads(chunks)) if chunks else ()
-    except (TypeError, ValueError):
-        return None
-    if not all(isinstance(d, str) and is_digest(d) and isinstance(n, int) for d, n in parsed):
-        return None
+    parsed: tuple[tuple[str, int], ...] = ()
+    if chunks:  # only large files have a chunk list
+        try:
+            parsed = tuple((d, s) for d, s in json.loads(chunks))
+        except (TypeError, ValueError):
+            return None
+        if not all(is_digest(d) and type(n) is int for d, n in parsed):
+            return None
     return Known(dev, ino, size, mtime_ns, ctime_ns, recorded_ns, digest, parsed)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import posixpath
+import re
 import stat
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -90,9 +91,17 @@ class Manifest:
     entries: tuple[Entry, ...] = field(default=())
 
     @classmethod
-    def build(cls, kind: str, entries: Iterable[Entry]) -> Manifest:
-        manifest = cls(kind, tuple(sorted(entries, key=lambda e: e.path)))
-        manifest.validate()
+    def build(cls, kind: str, entries: Iterable[Entry], validate: bool = True) -> Manifest:
+        """Sort and (unless ``validate`` is false) validate ``entries``.
+
+        ``validate=False`` is for entries this process just made from a walk of a local
+        folder: names the filesystem gave, digests our own hashing computed, symlinks
+        already checked. Re-checking them costs ~1 s per 100,000 files; everything read
+        from a store is validated in ``decode``.
+        """
+        manifest = cls(kind, tuple(sorted(entries, key=_path_key)))
+        if validate:
+            manifest.validate()
         return manifest
 
     # -- encoding -----------------------------------------------------------
@@ -118,6 +127,18 @@ class Manifest:
         manifest = cls(body.get("kind", ""), tuple(entries))
         manifest.validate()
         return manifest
+
+    @staticmethod
+    def objects_in(data: bytes) -> set[str]:
+        """``decode(data).objects()`` without building the manifest: for a hint only.
+
+        Good for a question like "which objects did the previous version need" (there a
+        wrong answer costs a rewrite, not correctness). Reads the canonical encoding
+        directly, ~20x faster than decoding; anything else is decoded.
+        """
+        if not data.endswith(_CANONICAL_TAILS):
+            return Manifest.decode(data).objects()
+        return {(a or b).decode() for a, b in _OBJECT_REF.findall(data)}
 
     # -- queries ------------------------------------------------------------
     @property
@@ -227,6 +248,18 @@ class Manifest:
             # already on the destination disk) would let a checkout write through it.
             if parent and types.get(parent) != DIR:
                 raise InvalidManifest(f"{entry.path!r} lies below {parent!r}, not a listed folder")
+
+
+def _path_key(entry: Entry) -> str:
+    return entry.path
+
+
+#: In the canonical encoding (sorted keys, no spaces) an object is named either as the
+#: first key of an unchunked file, ``{"digest":"<hex>"`` (a chunked file's ``chunks``
+#: key sorts first), or as a chunk ``["<hex>",<size>]``. Inside a JSON string every
+#: ``"`` is escaped, so neither pattern can be spelled by a path or a link target.
+_OBJECT_REF = re.compile(rb'\{"digest":"([0-9a-f]{32})"|\["([0-9a-f]{32})",[0-9]+\]')
+_CANONICAL_TAILS = tuple(f',"format":{FORMAT},"kind":"{k}"}}'.encode() for k in ("dir", "file"))
 
 
 def _replace_path(entry: Entry, path: str) -> Entry:

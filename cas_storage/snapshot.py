@@ -42,7 +42,7 @@ from .manifest import (
 )
 from .objects import ObjectStore
 from .progress import Progress
-from .tree import kind, walk
+from .tree import kind, paused_gc, walk
 
 #: Attempts at reading a file that keeps changing before giving up.
 READ_ATTEMPTS = 3
@@ -77,14 +77,17 @@ def build(
     except FileNotFoundError:
         raise FileNotFoundError(f"cannot snapshot {not_found(source)}") from None
     reader = _Reader(objects, known, stored, progress or Progress())
+    # Built without validating again: every entry comes from this walk (names the
+    # filesystem gave, links checked by link_stays_inside) and our own hashing.
     if stat.S_ISREG(top.st_mode):
         reader.progress.start(total_bytes=top.st_size)
         entry = reader.file_entry(source, ".", top)
         if entry is None:
             raise FileNotFoundError(f"cannot snapshot {source}: it vanished while being read")
-        manifest = Manifest.build(FILE, [entry])
+        manifest = Manifest.build(FILE, [entry], validate=False)
     elif stat.S_ISDIR(top.st_mode):
-        manifest = Manifest.build(DIR, _dir_entries(reader, source))
+        with paused_gc():
+            manifest = Manifest.build(DIR, _dir_entries(reader, source), validate=False)
     else:
         raise ValueError(f"cannot snapshot {source}: not a file or folder")
     return Built(manifest, reader.reused, reader.learned)

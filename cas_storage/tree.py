@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
 import stat
+from collections.abc import Iterator
 
 
 def walk(root: str) -> dict[str, os.stat_result]:
@@ -42,3 +45,20 @@ def kind(st: os.stat_result) -> str:
     if stat.S_ISLNK(mode):
         return "symlink"
     return "other"
+
+
+@contextlib.contextmanager
+def paused_gc() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector for a large walk.
+
+    A walk of 100,000 files allocates a few hundred thousand small objects that all
+    live until the end: every collection traverses them and frees nothing (they form
+    no cycles), 10-14% of an unchanged re-put. Reference counting still frees memory.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
