@@ -41,6 +41,7 @@ from .manifest import (
     mode_bits,
 )
 from .objects import ObjectStore
+from .pipeline import BackgroundPuts
 from .progress import Progress
 from .tree import kind, paused_gc, walk
 
@@ -76,20 +77,23 @@ def build(
         top = os.stat(source)
     except FileNotFoundError:
         raise FileNotFoundError(f"cannot snapshot {not_found(source)}") from None
-    reader = _Reader(objects, known, stored, progress or Progress())
-    # Built without validating again: every entry comes from this walk (names the
-    # filesystem gave, links checked by link_stays_inside) and our own hashing.
-    if stat.S_ISREG(top.st_mode):
-        reader.progress.start(total_bytes=top.st_size)
-        entry = reader.file_entry(source, ".", top)
-        if entry is None:
-            raise FileNotFoundError(f"cannot snapshot {source}: it vanished while being read")
-        manifest = Manifest.build(FILE, [entry], validate=False)
-    elif stat.S_ISDIR(top.st_mode):
-        with paused_gc():
-            manifest = Manifest.build(DIR, _dir_entries(reader, source), validate=False)
-    else:
+    if not (stat.S_ISREG(top.st_mode) or stat.S_ISDIR(top.st_mode)):
         raise ValueError(f"cannot snapshot {source}: not a file or folder")
+    # Objects are written on worker threads while this one reads and hashes; leaving
+    # the block waits for every write, so all are stored before ``build`` returns.
+    with BackgroundPuts(objects) as puts:
+        reader = _Reader(objects, known, stored, progress or Progress(), puts)
+        # Built without validating again: every entry comes from this walk (names the
+        # filesystem gave, links checked by link_stays_inside) and our own hashing.
+        if stat.S_ISREG(top.st_mode):
+            reader.progress.start(total_bytes=top.st_size)
+            entry = reader.file_entry(source, ".", top)
+            if entry is None:
+                raise FileNotFoundError(f"cannot snapshot {source}: it vanished while being read")
+            manifest = Manifest.build(FILE, [entry], validate=False)
+        else:
+            with paused_gc():
+                manifest = Manifest.build(DIR, _dir_entries(reader, source), validate=False)
     return Built(manifest, reader.reused, reader.learned)
 
 
@@ -221,9 +225,15 @@ class _Reader:
     """Turns files into entries, reading only what the stat cache cannot vouch for."""
 
     def __init__(
-        self, objects: ObjectStore, known: dict[str, Known], stored: set[str], progress: Progress
+        self,
+        objects: ObjectStore,
+        known: dict[str, Known],
+        stored: set[str],
+        progress: Progress,
+        puts: BackgroundPuts,
     ) -> None:
         self.objects = objects
+        self.puts = puts
         self.known = known
         self.stored = stored
         self.progress = progress
@@ -258,7 +268,8 @@ class _Reader:
                 if before.st_size <= chunking.THRESHOLD:
                     data = stream.read()
                     self.progress.advance(0, len(data))
-                    digest, chunks, size = self.objects.put(data), (), len(data)
+                    digest, chunks, size = digest_bytes(data), (), len(data)
+                    self.puts.put(data, digest)
                 else:
                     digest, chunks, size = self._read_chunked(stream)
                 after = os.fstat(stream.fileno())
@@ -276,6 +287,6 @@ class _Reader:
             if digest in self.stored:
                 self.reused.add(digest)
             else:
-                self.objects.put(piece, digest)
+                self.puts.put(bytes(piece), digest)  # a copy: the view is reused
             chunks.append((digest, len(piece)))
         return whole.hexdigest(), tuple(chunks), sum(s for _, s in chunks)
