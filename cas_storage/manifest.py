@@ -15,6 +15,8 @@ import re
 import stat
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from json.encoder import encode_basestring as _string  # what json.dumps uses for str
+from typing import NamedTuple
 
 from .errors import InvalidManifest, not_found
 from .hashing import digest_bytes, is_digest
@@ -25,9 +27,11 @@ FILE, SYMLINK, DIR = "file", "symlink", "dir"
 SETID_BITS = stat.S_ISUID | stat.S_ISGID
 
 
-@dataclass(frozen=True)
-class Entry:
+class Entry(NamedTuple):
     """One file, symlink or folder of a snapshot.
+
+    A named tuple, not a dataclass: a manifest of 100,000 files builds 100,000 of
+    these on every snapshot and every decode, and a tuple is built several times faster.
 
     >>> Entry("a.txt", FILE, 0o644, 5, "0" * 32).is_file
     True
@@ -61,6 +65,23 @@ class Entry:
         elif self.type == SYMLINK:
             out["target"] = self.target
         return out
+
+    def encode(self) -> str:
+        """``to_json`` in the canonical encoding (``json.dumps`` with sorted keys, no
+        spaces, no ASCII escaping), spelled out: ~3x faster for large manifests."""
+        head = f'{{"mode":{self.mode:d},"path":{_string(self.path)},'
+        if self.type == FILE:
+            chunks = ""
+            if self.chunks:
+                listed = ",".join(f"[{_string(d)},{n:d}]" for d, n in self.chunks)
+                chunks = f'"chunks":[{listed}],'
+            return (
+                f'{{{chunks}"digest":{_string(self.digest)},"mode":{self.mode:d},'
+                f'"path":{_string(self.path)},"size":{self.size:d},"type":"file"}}'
+            )
+        if self.type == SYMLINK:
+            return f'{head}"target":{_string(self.target)},"type":"symlink"}}'
+        return f'{head}"type":{_string(self.type)}}}'
 
     @classmethod
     def from_json(cls, raw: dict) -> Entry:
@@ -106,8 +127,12 @@ class Manifest:
 
     # -- encoding -----------------------------------------------------------
     def encode(self) -> bytes:
-        body = {"format": FORMAT, "kind": self.kind, "entries": [e.to_json() for e in self.entries]}
-        return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+        """The canonical encoding: ``json.dumps({"entries": [e.to_json() ...], "format":
+        FORMAT, "kind": kind}, sort_keys=True, separators=(",", ":"), ensure_ascii=False)``
+        byte for byte (a test holds the two equal), built without the dicts."""
+        entries = ",".join([e.encode() for e in self.entries])
+        tail = f'],"format":{FORMAT},"kind":{_string(self.kind)}}}'
+        return f'{{"entries":[{entries}{tail}'.encode()
 
     def digest(self) -> str:
         return digest_bytes(self.encode())
@@ -289,12 +314,12 @@ def _validate_content(entry: Entry) -> None:
         # A checkout (often as root) must never create set-user/group-ID programs
         # from whatever a store holds; snapshots do not record these bits.
         raise InvalidManifest(f"{entry.path!r} asks for set-user/group-ID mode {entry.mode:o}")
-    if not isinstance(entry.size, int) or entry.size < 0:
+    if type(entry.size) is not int or entry.size < 0:
         raise InvalidManifest(f"{entry.path!r} has invalid size {entry.size!r}")
     if not is_digest(entry.digest):
         raise InvalidManifest(f"{entry.path!r} has invalid digest {entry.digest!r}")
     if entry.chunks:
-        if any(not is_digest(d) or not isinstance(s, int) or s <= 0 for d, s in entry.chunks):
+        if any(not is_digest(d) or type(s) is not int or s <= 0 for d, s in entry.chunks):
             raise InvalidManifest(f"{entry.path!r} has an invalid chunk list")
         if sum(s for _, s in entry.chunks) != entry.size:
             raise InvalidManifest(f"{entry.path!r}: chunk sizes do not add up to its size")

@@ -172,11 +172,14 @@ def _needs(known: Known) -> set[str]:
 def _dir_entries(reader: _Reader, source: str) -> list[Entry]:
     entries = []
     found = walk(source)
-    files = (st for st in found.values() if kind(st) == "file")
-    reader.progress.start(total_bytes=sum(st.st_size for st in files))
+    is_file = stat.S_ISREG
+    reader.progress.start(
+        total_bytes=sum(st.st_size for st in found.values() if is_file(st.st_mode))
+    )
+    prefix = source if source.endswith("/") else source + "/"  # os.path.join, per file
     for rel, st in found.items():
         what = kind(st)
-        full = os.path.join(source, rel)
+        full = prefix + rel
         if what == "dir":
             entries.append(Entry(rel, DIR, mode_bits(st.st_mode)))
         elif what == "file":

@@ -143,14 +143,20 @@ class Store:
         with self.locks.shared(f"snapshot of {work}:{key}") as lease:
             latest = self.catalog.latest(work, key)
             base = None
+            stored: set[str] = set()
             if latest is not None:
                 try:
-                    base = self.manifest(latest)
+                    if inner == ".":
+                        # Only its object set is needed: read straight off the encoding,
+                        # not decoded and validated (~1 s per 100,000 files).
+                        stored = Manifest.objects_in(self.objects.read(latest.manifest))
+                    else:
+                        base = self.manifest(latest)
+                        stored = base.objects()
                 except (CasError, OSError):
                     if inner != ".":
                         raise
                     # A damaged previous version must not block a new, whole snapshot.
-            stored = base.objects() if base is not None else set()
             known = self.state.under(source)
             built = _snapshot.build_durable(self.objects, known, source, stored, progress)
             manifest = built.manifest
