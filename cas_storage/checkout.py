@@ -423,10 +423,11 @@ class _Writer:
             if copied != size:
                 return None
             offset += size
+            # (A file that then fails to verify is written again and counted twice: rare.)
+            self.progress.advance(0, size)
         got, length = kernelcopy.digest_fd(fd, entry.size)
         if got != entry.digest or length != entry.size or os.fstat(fd).st_size != entry.size:
             return None
-        self.progress.advance(0, entry.size)  # once verified: a retry must not count twice
         return fetched
 
     def _source(self, full: str) -> int:
