@@ -31,7 +31,7 @@ from .errors import CasError, CorruptObject, InvalidManifest
 from .hashing import Hasher, digest_bytes, digest_file
 from .localstate import Known, LocalState, known_from_stat
 from .manifest import DIR, FILE, SYMLINK, Entry, Manifest
-from .objects import LocalObjects, ObjectStore
+from .objects import LocalObjects, ObjectStore, ReadAhead
 from .progress import Progress
 from .tree import kind, walk
 
@@ -103,20 +103,37 @@ def checkout(
     if os.path.lexists(dest) and not overwrite:
         raise FileExistsError(errno.EEXIST, "exists; pass overwrite=True to replace it", dest)
     remove_stale_temps(dest)
-    writer = _Writer(objects, state.under(dest), label)
+    known = state.under(dest)
+    writer = _Writer(objects, known, label)
     writer.progress = progress or Progress()
     writer.progress.start(total_bytes=manifest.size)
-    try:
-        if manifest.kind == FILE:
-            writer.file(dest, manifest.entries[0])
-        else:
-            writer.tree(dest, manifest)
-    finally:
-        writer.close()
+    with objects.read_ahead(_fetch_order(manifest, dest, known)) as writer.fetch:
+        try:
+            if manifest.kind == FILE:
+                writer.file(dest, manifest.entries[0])
+            else:
+                writer.tree(dest, manifest)
+        finally:
+            writer.close()
     state.forget(writer.removed)
     state.remember(writer.learned)
     state.record_checkout(dest, store_id, work, path, v.number, v.manifest)
     return GetResult(v.number, writer.files, writer.bytes)
+
+
+def _fetch_order(manifest: Manifest, dest: str, known: dict[str, Known]) -> list[tuple[str, int]]:
+    """The objects a checkout will read, in the order it writes files: every file
+    the stat cache does not vouch for as already in place (for reading ahead)."""
+    wanted: list[tuple[str, int]] = []
+    for entry in manifest.files:
+        full = dest if manifest.kind == FILE else os.path.join(dest, entry.path)
+        have = known.get(full)
+        if have is not None and have.digest == entry.digest:
+            st = _lstat(full)
+            if st is not None and have.matches(st):
+                continue
+        wanted += entry.chunks or ((entry.digest, entry.size),)
+    return wanted
 
 
 def remove_stale_temps(dest: str, older_than: float = STALE_TEMP_SECONDS) -> int:
@@ -165,6 +182,7 @@ def _remove(full: str) -> None:
 class _Writer:
     def __init__(self, objects: ObjectStore, known: dict[str, Known], label: str) -> None:
         self.objects = objects
+        self.fetch: ObjectStore | ReadAhead = objects  # reads content: ahead when it can
         self.known = known
         self.label = label
         self.files = 0
@@ -379,7 +397,7 @@ class _Writer:
         for digest, size in entry.chunks or ((entry.digest, entry.size),):
             data = self._local_copy(digest, size)
             if data is None:
-                data = self.objects.read(digest, where=f"{self.label}: {entry.path}")
+                data = self.fetch.read(digest, where=f"{self.label}: {entry.path}")
                 fetched += len(data)
             out.write(data)
             self.progress.advance(0, len(data))

@@ -30,12 +30,15 @@ import posixpath
 import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING
 from urllib.parse import quote, unquote
-
-import fsspec
 
 from . import remote
 from .catalog import Catalog, Version
+
+if TYPE_CHECKING:
+    import fsspec
+
 from .errors import CasError, StoreFormatError, UnknownVersion, VersionExists, not_found
 
 #: Version of this layout, in ``meta.json``. Format 1 kept ``<number>.json`` records.

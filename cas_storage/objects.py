@@ -15,10 +15,13 @@ import contextlib
 import os
 import posixpath
 import secrets
+import threading
 import time
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
+from . import remote
 from .errors import CorruptObject, MissingObject
 from .hashing import digest_bytes, is_digest
 
@@ -56,45 +59,47 @@ class ObjectStore:
         return f"{self.dir}/{digest[:2]}/{digest[2:]}"  # posixpath.join, 3x faster
 
     def has(self, digest: str) -> bool:
-        return self.fs.exists(self.path(digest))
+        return remote.exists(self.fs, self.path(digest))
 
     def missing(self, digests: Iterable[str]) -> set[str]:
-        """Which of ``digests`` the store does not hold (a batch existence check)."""
-        return {d for d in set(digests) if not self.has(d)}
+        """Which of ``digests`` the store does not hold: one batch of listings on S3."""
+        where = {self.path(d): d for d in set(digests)}
+        return {where[p] for p in remote.absent(self.fs, self.dir, where)}
 
     def touch(self, digest: str) -> bool:
         """Mark a present object as just used (gc spares recent objects); False if absent.
 
-        Object stores without a cheap touch rely on gc's grace period alone.
+        Object stores without a cheap touch rely on gc's lease protocol alone.
         """
         return self.has(digest)
 
     def mtime(self, digest: str) -> float:
         """When the object was last written or touched (seconds since the epoch)."""
         try:
-            return self.fs.modified(self.path(digest)).timestamp()
+            return float(self.fs.modified(self.path(digest)).timestamp())
         except FileNotFoundError:
             raise MissingObject(digest) from None
 
     def size(self, digest: str) -> int:
         try:
-            return self.fs.size(self.path(digest))
+            return int(self.fs.size(self.path(digest)))
         except FileNotFoundError:
             raise MissingObject(digest) from None
 
     def put(self, data: bytes | bytearray | memoryview, digest: str | None = None) -> str:
-        """Store ``data`` unless present; return its digest. Objects are never rewritten."""
+        """Store ``data`` unless present; return its digest. Objects are never rewritten.
+
+        One create-only write and no existence check first: an object already there
+        refuses the write, which is success (same name, same bytes).
+        """
         digest = digest or digest_bytes(data)
-        target = self.path(digest)
-        if not self.fs.exists(target):
-            # Objects are written once; S3-like stores make the write itself atomic.
-            self.fs.pipe_file(target, bytes(data))
+        remote.put(self.fs, self.path(digest), bytes(data))
         return digest
 
     def read(self, digest: str, verify: bool = True, where: str = "") -> bytes:
         """The object's bytes; with ``verify``, raise ``CorruptObject`` on a mismatch."""
         try:
-            data = self.fs.cat_file(self.path(digest))
+            data = remote.read(self.fs, self.path(digest))
         except FileNotFoundError:
             raise MissingObject(digest, where) from None
         if verify and (got := digest_bytes(data)) != digest:
@@ -102,69 +107,212 @@ class ObjectStore:
         return data
 
     def delete(self, digest: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            self.fs.rm_file(self.path(digest))
+        remote.delete_many(self.fs, [self.path(digest)])
 
     def __iter__(self) -> Iterator[str]:
         """Every stored digest (order unspecified)."""
-        if not self.fs.exists(self.dir):
-            return
-        for fan in self.fs.ls(self.dir, detail=False):
-            prefix = posixpath.basename(fan.rstrip("/"))
-            for name in self.fs.ls(fan, detail=False):
-                rest = posixpath.basename(name)
-                if is_digest(prefix + rest):
-                    yield prefix + rest
+        return (digest for digest, _, _ in self.inventory())
+
+    def inventory(self) -> Iterator[tuple[str, int, float]]:
+        """``(digest, size, time written)`` of every stored object, from listings alone."""
+        for entry in remote.listing(self.fs, self.dir + "/"):
+            fan, rest = entry.path.rsplit("/", 2)[-2:]
+            if is_digest(fan + rest):
+                yield fan + rest, entry.size, entry.modified or 0.0
+
+    # -- batches: many objects at once ------------------------------------------
+    def batch(self) -> contextlib.AbstractContextManager[ObjectStore]:
+        """A store whose ``put`` runs in the background, many at once.
+
+        Leaving the ``with`` block waits until every put is durable (and raises the
+        first failure), so the write order holds: objects, then what references them.
+        """
+        return _BatchedPuts(self)
+
+    def read_ahead(
+        self, wanted: Iterable[tuple[str, int]]
+    ) -> contextlib.AbstractContextManager[ObjectStore | ReadAhead]:
+        """A reader (``read`` as here) that fetches ``wanted`` — ``(digest, size)`` in
+        the order they will be read — ahead of the caller, a bounded number of bytes
+        at a time. Leaving the ``with`` block stops the fetches."""
+        return ReadAhead(self, list(wanted))
 
     # -- small mutable records beside the objects (locks) ----------------------
     # Names are relative to the store root (``locks/shared-....json``). Creating
     # one is create-only, so two writers can never both create the same name; a
     # record's time is the store's own clock (file mtime, S3 LastModified).
-    def create_record(self, name: str, data: bytes) -> None:
-        """Create record ``name`` holding ``data``; ``FileExistsError`` if it exists."""
-        with self.fs.open(posixpath.join(self.root, name), "xb") as out:
-            out.write(data)
+    def create_record(self, name: str, data: bytes) -> float:
+        """Create record ``name`` holding ``data``; ``FileExistsError`` if it exists.
+
+        Returns when the store says it was written (its clock).
+        """
+        return remote.create(self.fs, posixpath.join(self.root, name), data).timestamp()
 
     def refresh_record(self, name: str, data: bytes) -> bool:
         """Renew record ``name``'s time (the holder is alive); ``False`` if it is gone."""
-        location = posixpath.join(self.root, name)
-        if not self.fs.exists(location):
-            return False
-        self.fs.pipe_file(location, data)
-        return True
+        return remote.replace_existing(self.fs, posixpath.join(self.root, name), data)
 
     def records(self, folder: str) -> dict[str, float]:
         """``{record name: time written, on the store's clock}`` of records in ``folder``."""
-        location = posixpath.join(self.root, folder)
-        try:
-            found = self.fs.ls(location, detail=True, refresh=True)
-        except FileNotFoundError:
-            return {}
         out = {}
-        for info in found:
-            if info.get("type") == "directory":
-                continue
-            when = info.get("LastModified") or info.get("mtime") or info.get("created")
-            if hasattr(when, "timestamp"):
-                when = when.timestamp()
-            out[posixpath.join(folder, posixpath.basename(info["name"]))] = float(when or 0.0)
+        for entry in remote.listing(self.fs, posixpath.join(self.root, folder) + "/"):
+            name = posixpath.join(folder, posixpath.basename(entry.path))
+            out[name] = entry.modified or 0.0
         return out
 
     def read_record(self, name: str) -> bytes:
-        return self.fs.cat_file(posixpath.join(self.root, name))
+        return remote.read(self.fs, posixpath.join(self.root, name))
 
     def delete_record(self, name: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            self.fs.rm_file(posixpath.join(self.root, name))
+        remote.delete_many(self.fs, [posixpath.join(self.root, name)])
 
     def store_time(self) -> float:
-        """Now, on the store's clock: the time of a record written for the purpose."""
+        """Now, on the store's clock: the time the store gives a record written for it."""
         probe = f"locks/clock-{secrets.token_hex(8)}"
-        self.create_record(probe, b"")
         try:
-            return self.records("locks")[probe]
+            return self.create_record(probe, b"")
         finally:
             self.delete_record(probe)
+
+
+#: Bytes of objects in flight at once in a batch of puts or a read-ahead.
+BATCH_BYTES = 64 * 2**20
+
+
+class _Budget:
+    """At most ``limit`` bytes taken at once (a single larger item is let through alone)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self.cond = threading.Condition()
+
+    def take(self, size: int) -> None:
+        with self.cond:
+            self.cond.wait_for(lambda: self.used == 0 or self.used + size <= self.limit)
+            self.used += size
+
+    def give(self, size: int) -> None:
+        with self.cond:
+            self.used -= size
+            self.cond.notify_all()
+
+
+class _BatchedPuts(ObjectStore):
+    """The same store, with ``put`` queued to a thread pool (see ``ObjectStore.batch``)."""
+
+    def __init__(self, parent: ObjectStore) -> None:
+        super().__init__(parent.fs, parent.root)
+        self._pool = ThreadPoolExecutor(remote.CONCURRENCY, thread_name_prefix="cas-put")
+        self._budget = _Budget(BATCH_BYTES)
+        self._queued: set[str] = set()
+        self._pending: list[Future[None]] = []
+
+    def put(self, data: bytes | bytearray | memoryview, digest: str | None = None) -> str:
+        digest = digest or digest_bytes(data)
+        if digest in self._queued:
+            return digest
+        self._raise_first_failure(done_only=True)
+        body = bytes(data)  # a chunk's view is only valid until the next one is cut
+        self._budget.take(len(body))
+        self._queued.add(digest)
+        self._pending.append(self._pool.submit(self._put, body, digest))
+        return digest
+
+    def _put(self, body: bytes, digest: str) -> None:
+        try:
+            remote.put(self.fs, self.path(digest), body)
+        finally:
+            self._budget.give(len(body))
+
+    def missing(self, digests: Iterable[str]) -> set[str]:
+        self._raise_first_failure(done_only=False)  # what we wrote is there before we ask
+        return super().missing(digests)
+
+    def _raise_first_failure(self, done_only: bool) -> None:
+        still = []
+        for future in self._pending:
+            if done_only and not future.done():
+                still.append(future)
+            else:
+                future.result()
+        self._pending = still
+
+    def __enter__(self) -> ObjectStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if exc[0] is None:
+                self._raise_first_failure(done_only=False)
+        finally:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+class ReadAhead:
+    """Objects read in a known order, fetched ahead within ``BATCH_BYTES``.
+
+    ``read`` of the next wanted digest waits for its fetch; digests the caller
+    skips are dropped from the window; anything not planned is read directly.
+    Verification and the errors' wording happen in ``read``, as for
+    ``ObjectStore.read``.
+    """
+
+    def __init__(self, objects: ObjectStore, wanted: list[tuple[str, int]]) -> None:
+        self.objects = objects
+        self._wanted = wanted
+        self._budget = _Budget(BATCH_BYTES)
+        self._pool = ThreadPoolExecutor(remote.CONCURRENCY, thread_name_prefix="cas-read")
+        self._fetches: dict[int, Future[bytes | None]] = {}
+        self._next = 0  # the next position to fetch
+        self._done = 0  # positions before this one were read or skipped
+        self._fill()
+
+    def _fill(self) -> None:
+        while self._next < len(self._wanted):
+            digest, size = self._wanted[self._next]
+            with self._budget.cond:
+                if self._budget.used and self._budget.used + size > self._budget.limit:
+                    return
+                self._budget.used += size
+            self._fetches[self._next] = self._pool.submit(self._fetch, digest)
+            self._next += 1
+
+    def _fetch(self, digest: str) -> bytes | None:
+        try:
+            return self.objects.read(digest, verify=False)
+        except FileNotFoundError:
+            return None  # reported (with the reader's wording) when it is read
+
+    def read(self, digest: str, verify: bool = True, where: str = "") -> bytes:
+        position = next(
+            (p for p in range(self._done, self._next) if self._wanted[p][0] == digest), None
+        )
+        if position is None:
+            return self.objects.read(digest, verify, where)
+        for skipped in range(self._done, position):
+            self._release(skipped)
+        data = self._fetches[position].result()
+        self._release(position)
+        self._done = position + 1
+        self._fill()
+        if data is None:
+            raise MissingObject(digest, where)
+        if verify and (got := digest_bytes(data)) != digest:
+            raise CorruptObject(digest, got, where)
+        return data
+
+    def _release(self, position: int) -> None:
+        future = self._fetches.pop(position, None)
+        if future is not None:
+            future.cancel()
+            self._budget.give(self._wanted[position][1])
+
+    def __enter__(self) -> ReadAhead:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 class LocalObjects(ObjectStore):
@@ -267,11 +415,25 @@ class LocalObjects(ObjectStore):
                 if is_digest(fan.name + entry.name):
                     yield fan.name + entry.name
 
+    def inventory(self) -> Iterator[tuple[str, int, float]]:
+        for digest in self:
+            with contextlib.suppress(FileNotFoundError):
+                st = os.stat(self.path(digest))
+                yield digest, st.st_size, st.st_mtime
+
+    def batch(self) -> contextlib.AbstractContextManager[ObjectStore]:
+        return contextlib.nullcontext(self)  # local writes are quick one by one
+
+    def read_ahead(
+        self, wanted: Iterable[tuple[str, int]]
+    ) -> contextlib.AbstractContextManager[ObjectStore | ReadAhead]:
+        return contextlib.nullcontext(self)  # nothing to wait for: read() is direct
+
     # -- records: plain files; create-only through link(2), which never replaces
     def _record_path(self, name: str) -> str:
         return os.path.join(self.root, *name.split("/"))
 
-    def create_record(self, name: str, data: bytes) -> None:
+    def create_record(self, name: str, data: bytes) -> float:
         target = self._record_path(name)
         os.makedirs(os.path.dirname(target), exist_ok=True)
         temp = f"{target}{TEMP_MARK}{secrets.token_hex(6)}"
@@ -281,6 +443,7 @@ class LocalObjects(ObjectStore):
             os.link(temp, target)  # whole or not at all, and never over an existing one
         finally:
             os.unlink(temp)
+        return os.stat(target).st_mtime
 
     def refresh_record(self, name: str, data: bytes) -> bool:
         try:

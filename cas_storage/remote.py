@@ -22,10 +22,10 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import fsspec
-import fsspec.asyn
+if TYPE_CHECKING:
+    import fsspec
 
 #: How many times a write that met a conflicting write in flight (S3's 409) is resent.
 CONFLICT_RETRIES = 5
@@ -40,6 +40,7 @@ class Entry:
     path: str
     size: int
     etag: str | None = None
+    modified: float | None = None  # seconds since the epoch, on the store's clock
 
 
 def is_s3(fs: fsspec.AbstractFileSystem) -> bool:
@@ -66,7 +67,11 @@ def listing(fs: fsspec.AbstractFileSystem, prefix: str, page: int = 1000) -> Ite
         info = found[name]
         full = "/" + name.lstrip("/") if prefix.startswith("/") else name
         if full.startswith(prefix) and info.get("type") != "directory":
-            yield Entry(full, int(info.get("size") or 0), info.get("ETag"))
+            when = info.get("LastModified") or info.get("mtime") or info.get("created")
+            if hasattr(when, "timestamp"):
+                when = when.timestamp()
+            size = int(info.get("size") or 0)
+            yield Entry(full, size, info.get("ETag"), float(when) if when else None)
 
 
 def _s3_listing(fs: Any, prefix: str, page: int) -> Iterator[Entry]:
@@ -77,10 +82,97 @@ def _s3_listing(fs: Any, prefix: str, page: int) -> Iterator[Entry]:
     while True:
         out = _s3_call(fs, "list_objects_v2", **kwargs)
         for item in out.get("Contents", []):
-            yield Entry(f"{bucket}/{item['Key']}", int(item["Size"]), _etag(item.get("ETag")))
+            yield _s3_entry(bucket, item)
         if not out.get("IsTruncated"):
             return
         kwargs["ContinuationToken"] = out["NextContinuationToken"]
+
+
+def _s3_entry(bucket: str, item: dict[str, Any]) -> Entry:
+    when = item.get("LastModified")
+    modified = when.timestamp() if hasattr(when, "timestamp") else None
+    return Entry(f"{bucket}/{item['Key']}", int(item["Size"]), _etag(item.get("ETag")), modified)
+
+
+def absent(fs: fsspec.AbstractFileSystem, folder: str, paths: Iterable[str]) -> set[str]:
+    """Which of ``paths`` (all below ``folder``) do not exist, in few requests.
+
+    On S3 this walks the sorted key space once per first character below
+    ``folder`` (16 hex ranges for objects), jumping with ``StartAfter`` over keys
+    nobody asked about: 5,000 digests in a store of 5,000 objects cost about 16
+    listing pages instead of 5,000 HEADs. Elsewhere, one existence check each.
+    """
+    wanted = sorted(set(paths))
+    if not is_s3(fs):
+        return {p for p in wanted if not _exists(fs, p)}
+    base = folder.rstrip("/") + "/"
+    groups: dict[str, list[str]] = {}
+    for path in wanted:
+        groups.setdefault(path[: len(base) + 1], []).append(path)
+    limit = asyncio.Semaphore(CONCURRENCY)
+
+    async def scan(prefix: str, pending: list[str]) -> set[str]:
+        bucket, key, _ = fs.split_path(prefix)
+        cut = len(prefix) - len(key)  # "bucket/" before the key
+        gone: set[str] = set()
+        i = 0
+        while i < len(pending):
+            kwargs = {"Bucket": bucket, "Prefix": key, "MaxKeys": 1000}
+            kwargs["StartAfter"] = pending[i][cut:-1]  # a prefix sorts just before it
+            async with limit:
+                out = await fs._call_s3("list_objects_v2", **kwargs)
+            keys = {f"{bucket}/{c['Key']}" for c in out.get("Contents", [])}
+            last = max(keys) if keys and out.get("IsTruncated") else None
+            while i < len(pending) and (last is None or pending[i] <= last):
+                if pending[i] not in keys:
+                    gone.add(pending[i])
+                i += 1
+        return gone
+
+    async def every() -> list[set[str]]:
+        return await asyncio.gather(*(scan(p, g) for p, g in groups.items()))
+
+    import fsspec.asyn
+
+    try:
+        found = fsspec.asyn.sync(fs.loop, every)
+    except Exception as exc:
+        from botocore.exceptions import ClientError
+        from s3fs.errors import translate_boto_error
+
+        if isinstance(exc, ClientError):
+            raise translate_boto_error(exc) from exc
+        raise
+    return set().union(*found) if found else set()
+
+
+def exists(fs: fsspec.AbstractFileSystem, path: str) -> bool:
+    """Whether the object exists: one HEAD on S3 (s3fs's ``exists`` may also list)."""
+    return _exists(fs, path)
+
+
+def replace_existing(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> bool:
+    """Overwrite ``path`` only while it exists; ``False`` (nothing written) if it is gone.
+
+    On S3 the PUT carries ``If-Match`` with the ETag just read, so an object deleted
+    (or replaced) in between is not brought back.
+    """
+    if not is_s3(fs):
+        if not _exists(fs, path):
+            return False
+        fs.pipe_file(path, data)
+        return True
+    bucket, key, _ = fs.split_path(path)
+    try:
+        head = _s3_call(fs, "head_object", Bucket=bucket, Key=key)
+        _s3_call(fs, "put_object", Bucket=bucket, Key=key, Body=data, IfMatch=head["ETag"])
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        if _is_conflict(exc):
+            return False
+        raise
+    return True
 
 
 def subfolders(fs: fsspec.AbstractFileSystem, folder: str) -> list[str]:
@@ -180,6 +272,8 @@ def put_many(fs: fsspec.AbstractFileSystem, items: dict[str, bytes]) -> None:
     async def every() -> list[BaseException | None]:
         return await asyncio.gather(*(one(p, d) for p, d in items.items()), return_exceptions=True)
 
+    import fsspec.asyn
+
     outcomes = fsspec.asyn.sync(fs.loop, every)
     for (path, data), outcome in zip(items.items(), outcomes, strict=True):
         if isinstance(outcome, BaseException) and not isinstance(outcome, FileExistsError):
@@ -205,8 +299,12 @@ def _server_time(fs: fsspec.AbstractFileSystem, path: str, reply: object) -> dat
 
 def _exists(fs: fsspec.AbstractFileSystem, path: str) -> bool:
     try:
-        fs.invalidate_cache(path)
-        fs.info(path)
+        if is_s3(fs):
+            bucket, key, _ = fs.split_path(path)
+            _s3_call(fs, "head_object", Bucket=bucket, Key=key)
+        else:
+            fs.invalidate_cache(path)
+            fs.info(path)
     except FileNotFoundError:
         return False
     return True
@@ -214,7 +312,8 @@ def _exists(fs: fsspec.AbstractFileSystem, path: str) -> bool:
 
 def _is_conflict(exc: OSError) -> bool:
     text = str(exc).lower()
-    return any(mark in text for mark in ("409", "conflict", "412", "precondition"))
+    marks = ("409", "conflict", "412", "precondition", "pre-condition")
+    return any(mark in text for mark in marks)
 
 
 def _etag(raw: str | None) -> str | None:

@@ -112,7 +112,9 @@ def build_durable(
     """
     for _ in range(READ_ATTEMPTS):
         built = build(objects, known, source, stored, progress)
-        gone = objects.missing(built.reused)
+        # The previous version's objects exist: it was read under the lease, and a
+        # recorded version never points at a missing object.
+        gone = objects.missing(built.reused - stored)
         if not gone:
             return built
         stored = stored - gone

@@ -158,7 +158,8 @@ class Store:
                         raise
                     # A damaged previous version must not block a new, whole snapshot.
             known = self.state.under(source)
-            built = _snapshot.build_durable(self.objects, known, source, stored, progress)
+            with self.objects.batch() as objects:  # all stored before the record
+                built = _snapshot.build_durable(objects, known, source, stored, progress)
             manifest = built.manifest
             if inner != ".":
                 manifest = (base or Manifest.build(DIR, [])).graft(
