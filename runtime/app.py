@@ -55,7 +55,7 @@ class App:
         if "://" not in url:
             url = os.path.abspath(url)
         executor = executors.load(executors.choose(self.executor))
-        executor.open(AppSpec(self.name, os.getcwd(), url))
+        executor.open(AppSpec(self.name, os.getcwd(), url, _code_dir(self.root)))
         runners = []
         try:
             components = list(self.root.components("root"))
@@ -74,6 +74,12 @@ class App:
             with _no_interrupts():
                 _stop_all(runners)
                 executor.close()
+
+
+def _code_dir(root: Flow) -> str:
+    """The folder of the module that defines the root flow's class ("" if it has no file)."""
+    filename = getattr(sys.modules.get(type(root).__module__), "__file__", None)
+    return os.path.dirname(os.path.abspath(filename)) if filename else ""
 
 
 def _wait_for(runners: list[Runner]) -> None:

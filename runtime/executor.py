@@ -87,6 +87,9 @@ class AppSpec:
     name: str  # the app's name, e.g. "root"
     launch_dir: str  # where the app was launched (work roots live below it, locally)
     store_url: str  # absolute local path or fsspec URL, the same for every work
+    #: The folder of the module defining the root flow: the app's code, which an
+    #: executor on several machines ships to them ("" when unknown).
+    code_dir: str = ""
 
 
 class UnknownExecutor(ValueError):
