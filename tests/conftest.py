@@ -38,14 +38,16 @@ def read_tree(root: pathlib.Path) -> dict[str, bytes]:
     return out
 
 
-#: Executors the runtime tests run under (the Ray executor's tests add "ray").
-EXECUTORS = ["local"]
+#: Executors the runtime tests run under; "ray" on a one-node Ray cluster of its own.
+EXECUTORS = ["local", pytest.param("ray", marks=pytest.mark.ray)]
 
 
 @pytest.fixture(params=EXECUTORS)
 def executor(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """The executor name for a runtime test; apps and launched subprocesses pick it up."""
     monkeypatch.setenv("CAS_EXECUTOR", request.param)
+    if request.param == "ray":
+        monkeypatch.setenv("RAY_ADDRESS", request.getfixturevalue("ray_one_node"))
     return request.param
 
 
@@ -105,3 +107,6 @@ def s3_endpoint():
 def s3_url(s3_endpoint) -> str:
     """A fresh, empty store URL on the moto server."""
     return f"s3://cas-bucket/{uuid.uuid4().hex}"
+
+
+from ray_fixtures import ray_address, ray_cluster, ray_one_node  # noqa: E402, F401

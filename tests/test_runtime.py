@@ -1,6 +1,7 @@
 """The runtime with real work processes: transfer, persistence, failures, timeouts."""
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -133,14 +134,14 @@ def test_failure_exits_nonzero_with_one_message(launch_dir):
         "        self.producer.run(crash='raise')\n"
         "app = App(Root())\n"
     )
-    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.abspath(rt_apps.__file__)))
+    # The app's folder holds the modules it imports (the Ray executor ships that folder).
+    shutil.copy(rt_apps.__file__, launch_dir)
     done = subprocess.run(
         [sys.executable, "-m", "runtime", "run", "failing.py"],
         cwd=launch_dir,
         capture_output=True,
         text=True,
         timeout=120,
-        env=env,
     )
     assert done.returncode == 1
     assert "work root.producer failed" in done.stderr and "training diverged" in done.stderr
