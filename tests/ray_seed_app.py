@@ -13,25 +13,9 @@ import os
 from typing import Any
 
 import seed_source_destination as seed
+from ray_nodes import pin, where
 
-from runtime import App, Flow, Work
-
-
-def where() -> dict[str, str]:
-    """Where the calling work runs: Ray node, root, the file its code came from."""
-    import ray
-
-    return {
-        "node": ray.get_runtime_context().get_node_id(),
-        "root": os.getcwd(),
-        "code": os.path.abspath(__file__),
-    }
-
-
-def pin(work: Work, node: str) -> Work:
-    """Place ``work`` on the node offering the custom resource ``node``."""
-    Work.__init__(work, ray_actor_options={"num_cpus": 0, "resources": {node: 1}})
-    return work
+from runtime import App, Flow
 
 
 # The example's own run, called directly: a Work subclass's ``super().run()`` goes

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import pathlib
 import shutil
 import subprocess
 import sys
@@ -39,24 +38,26 @@ def run_app(app_dir, launch_dir, *extra: str) -> subprocess.CompletedProcess:
     )
 
 
-def seed_app(tmp_path) -> pathlib.Path:
-    """An app folder as a user has it: the seed example and the app pinning its works."""
+def seed_app(tmp_path, example="seed_source_destination.py", app="ray_seed_app.py"):
+    """An app folder as a user has it: a seed example and the app pinning its works."""
     folder = tmp_path / "app"
     folder.mkdir()
-    shutil.copy(os.path.join(REPO, "examples", "seed_source_destination.py"), folder)
-    shutil.copy(os.path.join(REPO, "tests", "ray_seed_app.py"), folder / "app.py")
+    shutil.copy(os.path.join(REPO, "examples", example), folder)
+    shutil.copy(os.path.join(REPO, "tests", "ray_nodes.py"), folder)
+    shutil.copy(os.path.join(REPO, "tests", app), folder / "app.py")
     return folder
 
 
-def seen(done: subprocess.CompletedProcess) -> dict:
+def seen(done: subprocess.CompletedProcess) -> list[dict]:
+    """What the app's flow printed, one dict per SEEN line."""
     assert done.returncode == 0, done.stderr
-    line = next(line for line in done.stdout.splitlines() if line.startswith("SEEN "))
-    return json.loads(line[len("SEEN ") :])
+    lines = [line for line in done.stdout.splitlines() if line.startswith("SEEN ")]
+    return [json.loads(line[len("SEEN ") :]) for line in lines]
 
 
 def test_seed_example_on_two_nodes(ray_address, s3_url, tmp_path, launch_dir, monkeypatch):
     monkeypatch.setenv("CAS_STORE", s3_url)
-    facts = seen(run_app(seed_app(tmp_path), launch_dir, "--executor", "ray"))
+    (facts,) = seen(run_app(seed_app(tmp_path), launch_dir, "--executor", "ray"))
     source, destination = facts["source"], facts["destination"]
     assert source["node"] != destination["node"]  # two Ray nodes
     assert source["root"] != destination["root"]
