@@ -320,6 +320,7 @@ class RayExecutor(Executor):
         self.namespace = ""
         self.launch_node = ""
         self.connected_here = False  # we called ray.init, so we shut it down
+        self.printed: _PrintedLines | None = None
 
     def open(self, app: AppSpec) -> None:
         self.app = app
@@ -327,6 +328,7 @@ class RayExecutor(Executor):
         if not ray.is_initialized():
             _connect(app.code_dir, self.namespace)
             self.connected_here = True
+            self.printed = _PrintedLines.watch()
         nodes = [node for node in cast(Any, ray).nodes() if node.get("Alive")]
         if len(nodes) > 1 and is_local_store(app.store_url):
             self.close()
@@ -357,8 +359,48 @@ class RayExecutor(Executor):
 
     def close(self) -> None:
         if self.connected_here:
+            if self.printed is not None:
+                self.printed.drain()
+                self.printed = None
             ray.shutdown()
             self.connected_here = False
+
+
+class _PrintedLines:
+    """When Ray last forwarded a line that an actor printed.
+
+    Ray forwards the works' output asynchronously (each node's log monitor tails
+    the actors' files), so the last lines of a run may still be on their way when
+    the app ends; the app waits for the stream to go quiet before disconnecting.
+    """
+
+    QUIET = 1.0  # seconds without a line, counted from the drain's start at the earliest
+    LIMIT = 5.0  # seconds a drain waits at most
+
+    def __init__(self, dispatcher: Any) -> None:
+        self.dispatcher = dispatcher
+        self.last = time.monotonic()
+
+    @classmethod
+    def watch(cls) -> _PrintedLines | None:
+        try:  # Ray's own hook for forwarded lines; without it, the app ends at once
+            from ray._private.ray_logging import global_worker_stdstream_dispatcher
+        except ImportError:
+            return None
+        watcher = cls(global_worker_stdstream_dispatcher)
+        global_worker_stdstream_dispatcher.add_handler("cas-printed-lines", watcher.seen)
+        return watcher
+
+    def seen(self, data: Any) -> None:
+        self.last = time.monotonic()
+
+    def drain(self) -> None:
+        start = time.monotonic()
+        while time.monotonic() - start < self.LIMIT:
+            if time.monotonic() - max(self.last, start) >= self.QUIET:
+                break
+            time.sleep(0.05)
+        self.dispatcher.remove_handler("cas-printed-lines")
 
 
 def actor_options(work: str, given: dict[str, Any], namespace: str) -> dict[str, Any]:

@@ -70,6 +70,19 @@ def test_seed_example_on_two_nodes(ray_address, s3_url, tmp_path, launch_dir, mo
     assert facts["reget"] == [0, 0]  # unchanged: nothing moves again
 
 
+def test_seed_init_example_on_two_nodes(ray_address, s3_url, tmp_path, launch_dir, monkeypatch):
+    monkeypatch.setenv("CAS_STORE", s3_url)
+    app = seed_app(tmp_path, "seed_deploy_init.py", "ray_seed_init_app.py")
+    first, second = seen(run_app(app, launch_dir, "--executor", "ray"))
+    assert first["train"]["node"] != first["deploy"]["node"]
+    assert first["train"]["root"] != first["deploy"]["root"]
+    assert first["origin"] == second["origin"] == "root.train"  # the Path kept its first owner
+    assert first["files"] == second["files"] == ["checkpoint_1.ckpt", "checkpoint_2.ckpt"]
+    assert [files for files, _ in first["moved"]] == [2]  # held as an attribute: it arrived
+    assert [files for files, _ in second["moved"]] == [1]  # only the retrained checkpoint
+    assert first["reget"] == second["reget"] == [0, 0]
+
+
 def test_a_local_store_with_two_nodes_is_refused_before_any_work_starts(ray_address, launch_dir):
     flow = ray_apps.KillOnTwoNodes(kill_after=None)
     with pytest.raises(StartFailed, match=r"(?s)is a folder on this machine.*2 nodes.*s3://"):
