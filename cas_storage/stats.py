@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from .catalog import Catalog
 from .manifest import Manifest, diff
@@ -31,7 +32,7 @@ class Stats:
         """Logical bytes per stored byte (2.0: every byte stored serves two)."""
         return self.logical_bytes / self.stored_bytes if self.stored_bytes else 0.0
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {
             "logical_bytes": self.logical_bytes,
             "stored_bytes": self.stored_bytes,
