@@ -28,13 +28,14 @@ Rules that keep reading simple:
 - ``list`` and ``get`` read the catalog and, for folders put whole, their
   manifests; nothing else.
 
->>> drive = Drive("lit://shared")
->>> drive.name, drive.allow_duplicates
-('shared', False)
->>> Drive("s3://shared")
-Traceback (most recent call last):
-...
-ValueError: invalid drive id 's3://shared': a drive id is 'lit://' followed by one name without '/'
+Examples:
+    >>> drive = Drive("lit://shared")
+    >>> drive.name, drive.allow_duplicates
+    ('shared', False)
+    >>> Drive("s3://shared")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: invalid drive id 's3://shared': a drive id is 'lit://' followed by one name...
 """
 
 from __future__ import annotations
@@ -63,9 +64,10 @@ class Drive:
     from ``cas_storage.context``), so a drive handed to another work's ``run``
     acts for that work there. Outside a running Work they raise ``RuntimeError``.
 
-    >>> import pickle
-    >>> pickle.loads(pickle.dumps(Drive("lit://shared", allow_duplicates=True)))
-    Drive('lit://shared', allow_duplicates=True)
+    Examples:
+        >>> import pickle
+        >>> pickle.loads(pickle.dumps(Drive("lit://shared", allow_duplicates=True)))
+        Drive('lit://shared', allow_duplicates=True)
     """
 
     def __init__(self, id: str, allow_duplicates: bool = False) -> None:
@@ -101,7 +103,8 @@ class Drive:
         already put that path (unless ``allow_duplicates``), and ``ValueError`` for
         a path outside the work root.
 
-        >>> # inside a Work:  drive.put("reports/summary.txt")
+        Examples:
+            >>> # inside a Work:  drive.put("reports/summary.txt")
         """
         ctx = context.require("Drive.put()")
         key = _key(ctx, path)
@@ -132,7 +135,8 @@ class Drive:
         ``[]`` for an empty drive. Raises ``FileNotFoundError`` if no owner has
         ``path`` and ``NotADirectoryError`` if it is a file.
 
-        >>> # drive.list() -> ['data', 'notes.txt']; drive.list("data", "root.a") -> ['x.csv']
+        Examples:
+            >>> # drive.list() -> ['data', 'notes.txt']; drive.list("data", "root.a") -> ['x.csv']
         """
         ctx = context.require("Drive.list()")
         key = _key(ctx, path, allow_root=True)
@@ -167,7 +171,8 @@ class Drive:
         locally and ``overwrite`` is false, and ``ValueError`` naming the owners
         when several works put it and ``component_name`` does not pick one.
 
-        >>> # drive.get("reports/summary.txt", timeout=30)
+        Examples:
+            >>> # drive.get("reports/summary.txt", timeout=30)
         """
         ctx = context.require("Drive.get()")
         key = _key(ctx, path)

@@ -10,8 +10,9 @@ from __future__ import annotations
 def not_found(what: str, where: str = "", hint: str = "") -> str:
     """The one wording of every "not found" message: ``WHAT not found[ in WHERE][ (HINT)]``.
 
-    >>> not_found("root.train:ckpt version 9", hint="the latest is 2")
-    'root.train:ckpt version 9 not found (the latest is 2)'
+    Examples:
+        >>> not_found("root.train:ckpt version 9", hint="the latest is 2")
+        'root.train:ckpt version 9 not found (the latest is 2)'
     """
     return f"{what} not found" + (f" in {where}" if where else "") + (f" ({hint})" if hint else "")
 

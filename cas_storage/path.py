@@ -1,10 +1,11 @@
 """``Path``: a drop-in ``pathlib.Path`` that knows which work owns the file.
 
->>> p = Path("lit://outputs/ckpt", origin="root.train")
->>> str(p), p.origin_name
-('outputs/ckpt', 'root.train')
->>> (p / "model.pt").origin_name, p.parent.origin_name
-('root.train', 'root.train')
+Examples:
+    >>> p = Path("lit://outputs/ckpt", origin="root.train")
+    >>> str(p), p.origin_name
+    ('outputs/ckpt', 'root.train')
+    >>> (p / "model.pt").origin_name, p.parent.origin_name
+    ('root.train', 'root.train')
 """
 
 from __future__ import annotations
@@ -122,8 +123,9 @@ class Path(_Concrete):
     def store_key(self) -> str:
         """The key this path is stored under: relative to its work's root, normalized.
 
-        >>> Path("lit://outputs/./ckpt/", origin="root.train").store_key()
-        'outputs/ckpt'
+        Examples:
+            >>> Path("lit://outputs/./ckpt/", origin="root.train").store_key()
+            'outputs/ckpt'
         """
         return self._key(context.require("Path.store_key()") if os.path.isabs(self) else None)
 

@@ -1,14 +1,15 @@
 """``Store``: objects + catalog + this machine's local state, behind one facade.
 
->>> import tempfile, os
->>> root = tempfile.mkdtemp()
->>> store = Store.open(os.path.join(root, ".cas"), state=os.path.join(root, "state.db"))
->>> os.makedirs(os.path.join(root, "ckpt"))
->>> _ = open(os.path.join(root, "ckpt", "w.bin"), "wb").write(b"weights")
->>> store.snapshot("root.train", "ckpt", os.path.join(root, "ckpt")).number
-1
->>> store.checkout("root.train", "ckpt", os.path.join(root, "copy")).files_transferred
-1
+Examples:
+    >>> import tempfile, os
+    >>> root = tempfile.mkdtemp()
+    >>> store = Store.open(os.path.join(root, ".cas"), state=os.path.join(root, "state.db"))
+    >>> os.makedirs(os.path.join(root, "ckpt"))
+    >>> _ = open(os.path.join(root, "ckpt", "w.bin"), "wb").write(b"weights")
+    >>> store.snapshot("root.train", "ckpt", os.path.join(root, "ckpt")).number
+    1
+    >>> store.checkout("root.train", "ckpt", os.path.join(root, "copy")).files_transferred
+    1
 """
 
 from __future__ import annotations
@@ -273,7 +274,8 @@ class Store:
         ``path`` is held when it is a stored path itself, lies inside the latest
         version of its nearest stored ancestor, or has stored paths below it.
 
-        >>> # e.g. Located("outputs/ckpt", "model.pt") for "outputs/ckpt/model.pt"
+        Examples:
+            >>> # e.g. Located("outputs/ckpt", "model.pt") for "outputs/ckpt/model.pt"
         """
         key = normalize_key(path)
         keys = set(self.catalog.paths(work))

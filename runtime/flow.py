@@ -11,11 +11,12 @@ from .work import Work
 class Flow:
     """Subclass, hold works and flows as attributes, implement ``run``.
 
-    >>> class Root(Flow):
-    ...     def run(self):
-    ...         pass
-    >>> list(Root().components("root"))
-    []
+    Examples:
+        >>> class Root(Flow):
+        ...     def run(self):
+        ...         pass
+        >>> list(Root().components("root"))
+        []
     """
 
     def run(self) -> None:

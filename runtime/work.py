@@ -25,14 +25,15 @@ class Work:
     Calling ``work.run(...)`` from a flow blocks until the work's ``run`` returns,
     then its public attributes are synced back.
 
-    >>> class Train(Work):
-    ...     def __init__(self):
-    ...         super().__init__()
-    ...         self.ckpt = "lit://outputs/ckpt"
-    ...     def run(self):
-    ...         pass
-    >>> type(Train().ckpt).__name__
-    'Path'
+    Examples:
+        >>> class Train(Work):
+        ...     def __init__(self):
+        ...         super().__init__()
+        ...         self.ckpt = "lit://outputs/ckpt"
+        ...     def run(self):
+        ...         pass
+        >>> type(Train().ckpt).__name__
+        'Path'
     """
 
     _name: str = ""
