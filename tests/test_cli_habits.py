@@ -229,3 +229,25 @@ def test_progress_counts_bytes_as_they_are_read_and_written(tmp_path):
         total = seen.calls[0][2]
         assert seen.calls[0][0] == "start" and total, name
         assert sum(c[1] for c in seen.calls[1:]) == total, name
+
+
+def test_rich_is_imported_only_to_draw(cas, tmp_path):
+    """Start-up stays lean: JSON output and quick operations never import rich."""
+    src = write_tree(tmp_path / "src", {"f": "x"})
+    probe = (
+        "import sys, cas_storage.cli as c; c.main(sys.argv[1:]); "
+        "print('rich' in sys.modules, file=sys.stderr)"
+    )
+    env = {**os.environ, "CAS_STATE": str(tmp_path / "state.db"), "CAS_STORE": str(tmp_path / "s")}
+
+    def imports_rich(*args: str) -> bool:
+        done = subprocess.run(
+            [sys.executable, "-c", probe, *args], capture_output=True, text=True, env=env
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stderr.strip().splitlines()[-1] == "True"
+
+    assert not imports_rich("put", "w", "p", str(src))  # quick, not a terminal: no bar
+    assert not imports_rich("--json", "ls")
+    assert not imports_rich("get", "w", "p", str(tmp_path / "out"))
+    assert imports_rich("ls")  # a human table is drawn with rich
