@@ -1,27 +1,36 @@
 """Checkout: a catalog version → a local file or folder, moving only what differs.
 
-Every file is written to a temporary name in its final folder and renamed into
-place, so a reader (or a crash, or a full disk) leaves each file either old or
-new, never half-written. A folder that did not exist yet is built whole under a
-temporary name and renamed into place. When an existing folder is updated, every
-changed file is first written and verified beside its old copy; only then are they
-swapped in, so a damaged object or a full disk leaves the folder at its old
-version, not a mix of two (at the cost of room for both copies of what changed).
-Every byte is verified against its digest before it is written; a damaged object
-never reaches the destination.
+Split as dvc-data does: ``plan`` compares the manifest with what is at the
+destination (the stat cache vouches for files, others are hashed) and says what
+to write, re-mode, create and remove; ``apply`` carries the plan out.
+
+* **One checkout per destination at a time**: ``dest_lock`` holds an advisory
+  lock (``flock``, released by the kernel even on ``kill -9``) on the hidden
+  sibling ``.<name>.cas-lock``; a second checkout waits (bounded), then fails
+  with a clear ``TimeoutError``.
+* **Staging outside the user's folder**: files are written, verified, into the
+  hidden sibling ``.<name>.cas-staging-<random>`` (same filesystem, so a rename
+  moves them in), never among the user's files; a snapshot of the destination
+  never sees them. A staging folder left by a killed checkout is removed by the
+  next checkout of that destination (it holds the lock, so no other one runs).
+* **Old or new, never half**: every changed file is staged and verified before
+  the first one is swapped in, so a damaged object or a full disk leaves the
+  destination at its old version; a fresh folder is built whole and renamed
+  into place. Each swap is a rename, so every file is whole: old or new.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
-import posixpath
 import secrets
 import shutil
 import stat
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import BinaryIO
 
@@ -33,14 +42,14 @@ from .localstate import Known, LocalState, known_from_stat
 from .manifest import DIR, FILE, SYMLINK, Entry, Manifest
 from .objects import LocalObjects, ObjectStore, ReadAhead
 from .progress import Progress
-from .tree import kind, walk
+from .tree import LOCK_SUFFIX, STAGING_MARK, kind, walk
 
-TEMP_MARK = ".cas-tmp-"
 #: Files at least this large are assembled by kernel copies (``kernelcopy``); below it
 #: the system calls of a copy and a re-read cost more than passing bytes through Python.
 KERNEL_COPY_MIN = 1024 * 1024
-#: Temp files and folders of a checkout older than this belong to a dead process.
+#: Leftovers of the old layout (``NAME.cas-tmp-*`` beside files) older than this are removed.
 STALE_TEMP_SECONDS = 3600.0
+OLD_TEMP_MARK = ".cas-tmp-"
 
 
 @dataclass(frozen=True)
@@ -102,22 +111,25 @@ def checkout(
     dest = os.path.abspath(dest)
     if os.path.lexists(dest) and not overwrite:
         raise FileExistsError(errno.EEXIST, "exists; pass overwrite=True to replace it", dest)
-    remove_stale_temps(dest)
-    known = state.under(dest)
-    writer = _Writer(objects, known, label)
-    writer.progress = progress or Progress()
-    writer.progress.start(total_bytes=manifest.size)
-    with objects.read_ahead(_fetch_order(manifest, dest, known)) as writer.fetch:
-        try:
-            if manifest.kind == FILE:
-                writer.file(dest, manifest.entries[0])
-            else:
-                writer.tree(dest, manifest)
-        finally:
-            writer.close()
-    state.forget(writer.removed)
-    state.remember(writer.learned)
-    state.record_checkout(dest, store_id, work, path, v.number, v.manifest)
+    os.makedirs(os.path.dirname(dest), exist_ok=True)
+    with dest_lock(dest):
+        # Checked again under the lock: another checkout may have made it meanwhile.
+        if os.path.lexists(dest) and not overwrite:
+            raise FileExistsError(errno.EEXIST, "exists; pass overwrite=True to replace it", dest)
+        remove_leftovers(dest)
+        known = state.under(dest)
+        writer = _Writer(objects, known, label)
+        writer.progress = progress or Progress()
+        writer.progress.start(total_bytes=manifest.size)
+        fetches = objects.read_ahead(_fetch_order(manifest, dest, known))
+        with _staging(dest) as staging, fetches as writer.fetch:
+            try:
+                apply(plan(dest, manifest, writer), writer, staging)
+            finally:
+                writer.close()
+        state.forget(writer.removed)
+        state.remember(writer.learned)
+        state.record_checkout(dest, store_id, work, path, v.number, v.manifest)
     return GetResult(v.number, writer.files, writer.bytes)
 
 
@@ -136,32 +148,90 @@ def _fetch_order(manifest: Manifest, dest: str, known: dict[str, Known]) -> list
     return wanted
 
 
-def remove_stale_temps(dest: str, older_than: float = STALE_TEMP_SECONDS) -> int:
+# -- one checkout per destination; staging beside it ------------------------------
+def _sibling(dest: str, suffix: str) -> str:
+    parent, name = os.path.split(dest)
+    return os.path.join(parent, f".{name}{suffix}")
+
+
+def lock_wait_seconds() -> float:
+    """How long a checkout waits for another one into the same destination."""
+    return float(os.environ.get("CAS_LOCK_WAIT", "600"))
+
+
+@contextlib.contextmanager
+def dest_lock(dest: str) -> Iterator[None]:
+    """Hold the destination's lock (``.<name>.cas-lock``, ``flock``), bounded wait.
+
+    The lock file is removed on release; a waiter that then wins the lock of a
+    removed file notices (its inode is no longer the path's) and starts over.
+    """
+    lock_path = _sibling(dest, LOCK_SUFFIX)
+    deadline = time.monotonic() + lock_wait_seconds()
+    delay = 0.002
+    while True:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            if time.monotonic() >= deadline:
+                raise TimeoutError(
+                    f"another checkout into {dest} held its lock {lock_path} for over "
+                    f"{lock_wait_seconds():g} s (set CAS_LOCK_WAIT to wait longer)"
+                ) from None
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+            continue
+        try:
+            same = os.fstat(fd).st_ino == os.stat(lock_path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # the holder removed it as we opened it: take the new one
+    try:
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(lock_path)
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def _staging(dest: str) -> Iterator[str]:
+    """A fresh staging folder beside ``dest``, removed afterwards whatever happens."""
+    folder = _sibling(dest, STAGING_MARK + secrets.token_hex(6))
+    os.mkdir(folder, 0o700)
+    try:
+        yield folder
+    finally:
+        _remove_tree(folder)
+
+
+def remove_leftovers(dest: str, older_than: float = STALE_TEMP_SECONDS) -> int:
     """Delete what killed checkouts of ``dest`` left beside it; return how many.
 
-    A fresh folder is built as ``.<name>.cas-tmp-*`` and a file as
-    ``<name>.cas-tmp-*`` next to ``dest``; a kill leaves them behind, possibly
-    as large as the checkpoint. They never block a checkout (names are unique),
-    so only those older than ``older_than`` seconds are removed: a younger one
-    may belong to a checkout still running.
+    Run while holding ``dest``'s lock: every staging folder of ``dest`` then
+    belongs to a dead checkout and goes at once. Temp names of the old layout
+    (``NAME.cas-tmp-*``) go once older than ``older_than`` seconds.
     """
     parent, name = os.path.split(dest)
-    prefixes = (f"{name}{TEMP_MARK}", f".{name}{TEMP_MARK}")
+    staging = f".{name}{STAGING_MARK}"
+    old = (f"{name}{OLD_TEMP_MARK}", f".{name}{OLD_TEMP_MARK}")
     cutoff = time.time() - older_than
     removed = 0
     try:
-        found = [e for e in os.scandir(parent) if e.name.startswith(prefixes)]
+        found = [e for e in os.scandir(parent) if e.name.startswith((staging, *old))]
     except OSError:
         return 0
     for entry in found:
         try:
-            if entry.stat(follow_symlinks=False).st_mtime > cutoff:
+            fresh = entry.stat(follow_symlinks=False).st_mtime > cutoff
+            if fresh and not entry.name.startswith(staging):
                 continue
             if entry.is_dir(follow_symlinks=False):
-                for dirpath, dirs, _ in os.walk(entry.path):
-                    for d in dirs:  # folders may have read-only modes from a manifest
-                        os.chmod(os.path.join(dirpath, d), 0o700)
-                shutil.rmtree(entry.path)
+                _remove_tree(entry.path)
             else:
                 os.unlink(entry.path)
             removed += 1
@@ -170,16 +240,156 @@ def remove_stale_temps(dest: str, older_than: float = STALE_TEMP_SECONDS) -> int
     return removed
 
 
+remove_stale_temps = remove_leftovers  # the earlier name
+
+
+def _remove_tree(folder: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        for dirpath, dirs, _ in os.walk(folder):
+            for d in dirs:  # folders may have read-only modes from a manifest
+                with contextlib.suppress(OSError):
+                    os.chmod(os.path.join(dirpath, d), 0o700)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def _remove(full: str) -> None:
     # NotADirectoryError: an ancestor was already replaced by a file.
     with contextlib.suppress(FileNotFoundError, NotADirectoryError):
         if os.path.isdir(full) and not os.path.islink(full):
-            shutil.rmtree(full)
+            _remove_tree(full)
         else:
             os.unlink(full)
 
 
+# -- plan: what differs -------------------------------------------------------------
+@dataclass
+class Plan:
+    """What a checkout changes at ``dest``.
+
+    ``current`` is what is there now (``None``: nothing, or the other kind, which
+    is removed first — the manifest is then built whole in staging). ``write``
+    lists the files whose content must be written; ``chmod`` files that only
+    need their mode set; ``remove`` paths there that the manifest lacks.
+    """
+
+    dest: str
+    manifest: Manifest
+    current: dict[str, os.stat_result] | None
+    replace_top: bool = False
+    write: list[Entry] = field(default_factory=list)
+    chmod: list[Entry] = field(default_factory=list)
+    remove: list[str] = field(default_factory=list)
+
+
+def plan(dest: str, manifest: Manifest, writer: _Writer) -> Plan:
+    """Compare ``manifest`` with ``dest`` (stat cache first, hashing what it cannot vouch for)."""
+    top = _lstat(dest)
+    want_dir = manifest.kind == DIR
+    if top is None or (kind(top) == "dir") != want_dir:
+        return Plan(dest, manifest, None, replace_top=top is not None, write=list(manifest.files))
+    if not want_dir:
+        current = {".": top}
+        writer._index_local(os.path.dirname(dest), {os.path.basename(dest): top})
+    else:
+        current = walk(dest)
+        writer._index_local(dest, current)
+    out = Plan(dest, manifest, current)
+    for entry in manifest.files:
+        full = dest if entry.path == "." else os.path.join(dest, entry.path)
+        have = current.get(entry.path)
+        if have is None or not writer._unchanged(full, entry, have):
+            out.write.append(entry)
+        elif stat.S_IMODE(have.st_mode) != entry.mode:
+            out.chmod.append(entry)
+    if want_dir:
+        wanted = manifest.by_path()
+        out.remove = [rel for rel in sorted(current, reverse=True) if rel not in wanted]
+    return out
+
+
+# -- apply: stage, verify, swap in --------------------------------------------------
+def apply(p: Plan, writer: _Writer, staging: str) -> None:
+    """Carry out ``p``, staging every written file in ``staging`` first."""
+    if p.current is None:
+        _apply_fresh(p, writer, staging)
+    else:
+        _apply_update(p, writer, staging)
+
+
+def _apply_fresh(p: Plan, writer: _Writer, staging: str) -> None:
+    """Build the whole file or folder in staging, then rename it into place."""
+    built = os.path.join(staging, "tree")
+    if p.manifest.kind == FILE:
+        writer.write_file(built, p.manifest.entries[0], final=p.dest)
+    else:
+        os.mkdir(built, 0o700)
+        for entry in p.manifest.entries:
+            full = os.path.join(built, entry.path)
+            if entry.type == DIR:
+                os.mkdir(full, 0o700)
+            elif entry.type == SYMLINK:
+                os.symlink(entry.target, full)
+            else:
+                writer.write_file(full, entry, final=os.path.join(p.dest, entry.path))
+        _apply_dir_modes(built, p.manifest)
+    if p.replace_top:
+        _remove(p.dest)
+        writer.removed.append(p.dest)
+    os.rename(built, p.dest)
+    if p.manifest.kind == FILE:  # the rename changed the file's ctime: record it anew
+        entry = p.manifest.entries[0]
+        writer.learned[p.dest] = known_from_stat(os.lstat(p.dest), entry.digest, entry.chunks)
+
+
+def _apply_update(p: Plan, writer: _Writer, staging: str) -> None:
+    assert p.current is not None
+    current, dest = p.current, p.dest
+    for rel, st in current.items():
+        # Folders we must write into may be read-only; their modes are reset at the end.
+        if rel != "." and kind(st) == "dir" and st.st_mode & 0o700 != 0o700:
+            os.chmod(os.path.join(dest, rel), stat.S_IMODE(st.st_mode) | 0o700)
+    staged: dict[str, str] = {}
+    for i, entry in enumerate(p.write):  # every change verified before the first swap
+        staged[entry.path] = os.path.join(staging, str(i))
+        writer.write_file(staged[entry.path], entry, final=_full(dest, entry.path))
+    for entry in p.chmod:
+        writer.chmod(_full(dest, entry.path), entry)
+    for entry in p.manifest.entries:
+        full = _full(dest, entry.path)
+        have = current.get(entry.path)
+        have_kind = kind(have) if have is not None else None
+        if entry.type == DIR:
+            if have_kind != "dir":
+                if have_kind is not None:
+                    _remove(full)
+                os.mkdir(full, 0o700)
+        elif entry.type == SYMLINK:
+            if have_kind == "symlink" and os.readlink(full) == entry.target:
+                continue
+            if have_kind == "dir":
+                _remove(full)
+            link = os.path.join(staging, f"link-{len(staged)}-{secrets.token_hex(3)}")
+            os.symlink(entry.target, link)
+            os.replace(link, full)
+        elif entry.path in staged:
+            if have_kind == "dir":
+                _remove(full)
+            writer.place(staged.pop(entry.path), full)
+    for rel in p.remove:  # children before their folders
+        full = os.path.join(dest, rel)
+        _remove(full)
+        writer.removed.append(full)
+    if p.manifest.kind == DIR:
+        _apply_dir_modes(dest, p.manifest)
+
+
+def _full(dest: str, rel: str) -> str:
+    return dest if rel == "." else os.path.join(dest, rel)
+
+
 class _Writer:
+    """Writes verified files and keeps the counts and the stat-cache records."""
+
     def __init__(self, objects: ObjectStore, known: dict[str, Known], label: str) -> None:
         self.objects = objects
         self.fetch: ObjectStore | ReadAhead = objects  # reads content: ahead when it can
@@ -192,134 +402,32 @@ class _Writer:
         # digest -> (file, offset, size): content already on this disk, usable instead of a fetch.
         self.local: dict[str, tuple[str, int, int]] = {}
         self._sources: dict[str, BinaryIO] = {}  # open local files that chunks are read from
-        self._fetched: dict[str, int] = {}  # staged temp file -> bytes fetched for it
-        self._modes: list[tuple[str, Entry]] = []  # unchanged files whose mode is due to change
+        self._staged: dict[str, tuple[Entry, int]] = {}  # staged file -> (entry, bytes fetched)
 
-    # -- whole destinations -----------------------------------------------
-    def file(self, dest: str, entry: Entry) -> None:
-        current = _lstat(dest)
-        if current is not None and kind(current) == "dir":
-            _remove(dest)
-            current = None
-        elif current is not None:
-            # The old file stays readable until the new one replaces it: reuse its chunks.
-            self._index_local(os.path.dirname(dest), {os.path.basename(dest): current})
-        if not self._unchanged(dest, entry, current):
-            os.makedirs(os.path.dirname(dest), exist_ok=True)
-            self._write(dest, entry, replace=True)
+    def write_file(self, target: str, entry: Entry, final: str) -> None:
+        """Write ``entry``, verified, at the staging path ``target`` (bound for ``final``)."""
+        st, fetched = self._fill(target, entry, final)
+        self._staged[target] = (entry, fetched)
+        self._count(final, st, entry, fetched)
 
-    def tree(self, dest: str, manifest: Manifest) -> None:
-        current = _lstat(dest)
-        if current is not None and kind(current) != "dir":
-            _remove(dest)
-            current = None
-        if current is None:
-            self._fresh_tree(dest, manifest)
-        else:
-            self._update_tree(dest, manifest)
-
-    def _fresh_tree(self, dest: str, manifest: Manifest) -> None:
-        parent, name = os.path.split(dest)
-        os.makedirs(parent, exist_ok=True)
-        temp = os.path.join(parent, f".{name}{TEMP_MARK}{secrets.token_hex(6)}")
-        os.mkdir(temp, 0o700)
+    def place(self, staged: str, full: str) -> None:
+        """Rename a staged file over ``full`` (one rename: readers see old or new)."""
+        entry, _ = self._staged.pop(staged)
         try:
-            for entry in manifest.entries:
-                full = os.path.join(temp, entry.path)
-                if entry.type == DIR:
-                    os.mkdir(full, 0o700)
-                elif entry.type == SYMLINK:
-                    os.symlink(entry.target, full)
-                else:
-                    self._write(full, entry, replace=False, final=os.path.join(dest, entry.path))
-            _apply_dir_modes(temp, manifest)
-            os.rename(temp, dest)
-        except BaseException:
-            shutil.rmtree(temp, ignore_errors=True)
-            self.learned.clear()
-            raise
+            os.replace(staged, full)
+        except OSError as exc:
+            raise OSError(exc.errno, f"{exc.strerror} while writing", full) from exc
+        # lstat: a rename changes ctime, which the stat cache records.
+        self.learned[full] = known_from_stat(os.lstat(full), entry.digest, entry.chunks)
 
-    def _update_tree(self, dest: str, manifest: Manifest) -> None:
-        current = walk(dest)
-        self._index_local(dest, current)
-        for rel, st in current.items():
-            # Folders we must write into may be read-only; their modes are reset at the end.
-            if kind(st) == "dir" and st.st_mode & 0o700 != 0o700:
-                os.chmod(os.path.join(dest, rel), stat.S_IMODE(st.st_mode) | 0o700)
-        wanted = manifest.by_path()
-        done, staged = self._stage_files(dest, manifest, current)
-        try:
-            for full, entry in self._modes:
-                self._chmod(full, entry)
-            for entry in manifest.entries:
-                full = os.path.join(dest, entry.path)
-                have = current.get(entry.path)
-                have_kind = kind(have) if have is not None else None
-                if entry.type == DIR:
-                    if have_kind != "dir":
-                        if have_kind is not None:
-                            _remove(full)
-                        os.mkdir(full, 0o700)
-                elif entry.type == SYMLINK:
-                    if have_kind == "symlink" and os.readlink(full) == entry.target:
-                        continue
-                    if have_kind == "dir":
-                        _remove(full)
-                    temp = f"{full}{TEMP_MARK}{secrets.token_hex(6)}"
-                    os.symlink(entry.target, temp)
-                    os.replace(temp, full)
-                elif entry.path not in done:
-                    if have_kind == "dir":
-                        _remove(full)
-                    if entry.path in staged:
-                        self._place(staged.pop(entry.path), full, entry)
-                    else:
-                        self._write(full, entry, replace=True)
-        finally:
-            _discard(staged.values())
-        for rel in sorted(current, reverse=True):  # children before their folders
-            if rel not in wanted:
-                full = os.path.join(dest, rel)
-                _remove(full)
-                self.removed.append(full)
-        _apply_dir_modes(dest, manifest)
-
-    def _stage_files(
-        self, dest: str, manifest: Manifest, current: dict[str, os.stat_result]
-    ) -> tuple[set[str], dict[str, str]]:
-        """Write every changed file that has a folder already to a verified temp name.
-
-        Nothing in ``dest`` is replaced until all of them are written, so a damaged
-        or missing object, or a full disk, leaves ``dest`` wholly at its old version
-        rather than a mix of two. Returns the unchanged paths and ``{path: temp}``.
-        """
-        done: set[str] = set()
-        staged: dict[str, str] = {}
-        try:
-            for entry in manifest.files:
-                full = os.path.join(dest, entry.path)
-                have = current.get(entry.path)
-                # A mode-only change also waits: the folder stays wholly old if staging fails.
-                if have is not None and self._unchanged(full, entry, have, self._modes):
-                    done.add(entry.path)
-                    continue
-                parent = posixpath.dirname(entry.path)
-                # Only into folders that exist now (never through a symlink): others are
-                # made, and their files written, in the swap that follows.
-                if not parent or (parent in current and kind(current[parent]) == "dir"):
-                    staged[entry.path] = self._stage(full, entry)
-        except BaseException:
-            _discard(staged.values())
-            raise
-        return done, staged
+    def chmod(self, full: str, entry: Entry) -> None:
+        os.chmod(full, entry.mode)
+        self.learned[full] = known_from_stat(os.lstat(full), entry.digest, entry.chunks)
 
     # -- single files -----------------------------------------------------
-    def _unchanged(
-        self, full: str, entry: Entry, st: os.stat_result | None, modes: list | None = None
-    ) -> bool:
-        """Whether ``full`` already holds ``entry``'s bytes; fixes (or, given ``modes``,
-        queues there) a differing mode."""
-        if st is None or kind(st) != "file":
+    def _unchanged(self, full: str, entry: Entry, st: os.stat_result) -> bool:
+        """Whether ``full`` already holds ``entry``'s bytes (its mode aside)."""
+        if kind(st) != "file":
             return False
         known = self.known.get(full)
         if known is not None and known.matches(st):
@@ -331,44 +439,15 @@ class _Writer:
             self.learned[full] = known_from_stat(st, entry.digest, entry.chunks)
         else:
             return False
-        if stat.S_IMODE(st.st_mode) != entry.mode:
-            if modes is not None:
-                modes.append((full, entry))
-            else:
-                self._chmod(full, entry)
         self.progress.advance(1, entry.size)  # already here: done without writing
         return True
 
-    def _chmod(self, full: str, entry: Entry) -> None:
-        os.chmod(full, entry.mode)
-        self.learned[full] = known_from_stat(os.lstat(full), entry.digest, entry.chunks)
-
-    def _write(self, full: str, entry: Entry, replace: bool, final: str | None = None) -> None:
-        """Write ``entry`` at ``full`` (via a temp name when ``replace``), verified."""
-        if replace:
-            self._place(self._stage(full, entry), full, entry)
-        else:
-            st, fetched = self._fill(full, entry, full)
-            self._count(final or full, st, entry, fetched)
-
-    def _stage(self, full: str, entry: Entry) -> str:
-        """Write ``entry``, verified, to a new temp name beside ``full``; return the name."""
-        temp = f"{full}{TEMP_MARK}{secrets.token_hex(6)}"
-        self._fetched[temp] = self._fill(temp, entry, full)[1]
-        return temp
-
-    def _place(self, temp: str, full: str, entry: Entry) -> None:
-        """Rename a staged temp file over ``full``."""
-        fetched = self._fetched.pop(temp, 0)
-        try:
-            os.replace(temp, full)
-        except OSError as exc:
-            _discard([temp])
-            raise OSError(exc.errno, f"{exc.strerror} while writing", full) from exc
-        self._count(full, os.lstat(full), entry, fetched)  # lstat: a rename changes ctime
-
     def _fill(self, target: str, entry: Entry, full: str) -> tuple[os.stat_result, int]:
-        """Create ``target`` with the content of ``entry``; errors name ``full``."""
+        """Create ``target`` with the content of ``entry``, verified; errors name ``full``.
+
+        The one per-file copy of a checkout: kernel copies for large files, else
+        piece by piece through Python. Returns the stat and the bytes fetched.
+        """
         fetched = 0
         try:
             # Read-write: the kernel-copy path re-reads what it wrote to verify it.

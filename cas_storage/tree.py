@@ -8,6 +8,16 @@ import os
 import stat
 from collections.abc import Iterator
 
+#: Names a checkout gives its lock and staging folder, beside a destination ``NAME``:
+#: ``.NAME.cas-lock`` and ``.NAME.cas-staging-<random>``. They are never user files.
+STAGING_MARK = ".cas-staging-"
+LOCK_SUFFIX = ".cas-lock"
+
+
+def is_ours(name: str) -> bool:
+    """Whether a file name is a checkout's lock or staging folder (walks skip them)."""
+    return name.startswith(".") and (STAGING_MARK in name or name.endswith(LOCK_SUFFIX))
+
 
 def walk(root: str) -> dict[str, os.stat_result]:
     """Every file, folder and link below ``root`` (not ``root`` itself), parents first.
@@ -24,6 +34,8 @@ def walk(root: str) -> dict[str, os.stat_result]:
         except (FileNotFoundError, NotADirectoryError):
             continue  # removed, or replaced by a file, since its parent was listed
         for entry in entries:
+            if is_ours(entry.name):
+                continue  # a checkout's staging or lock, beside the folder it fills
             rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
             try:
                 st = entry.stat(follow_symlinks=False)
