@@ -47,6 +47,12 @@ from .tree import kind, paused_gc, walk
 
 #: Attempts at reading a file that keeps changing before giving up.
 READ_ATTEMPTS = 3
+#: The quiet period for a tree that a running program may be writing (``quiet=``): a
+#: file modified less than this long ago may be half written, more ``write`` calls to
+#: come, so it is read only once it has been quiet this long (racy-git's rule).
+QUIET_SECONDS = 0.2
+#: Quiet periods to wait for, at most, before a file that keeps changing is refused.
+QUIET_ATTEMPTS = 50
 #: Lost races for a version number before giving up (each loss means another writer won).
 RECORD_ATTEMPTS = 200
 
@@ -66,6 +72,7 @@ def build(
     source: str,
     stored: set[str],
     progress: Progress | None = None,
+    quiet: float = 0.0,
 ) -> Built:
     """The manifest of ``source``, storing every object that ``stored`` lacks.
 
@@ -82,7 +89,7 @@ def build(
     # Objects are written on worker threads while this one reads and hashes; leaving
     # the block waits for every write, so all are stored before ``build`` returns.
     with BackgroundPuts(objects) as puts:
-        reader = _Reader(objects, known, stored, progress or Progress(), puts)
+        reader = _Reader(objects, known, stored, progress or Progress(), puts, quiet)
         # Built without validating again: every entry comes from this walk (names the
         # filesystem gave, links checked by link_stays_inside) and our own hashing.
         if stat.S_ISREG(top.st_mode):
@@ -103,6 +110,7 @@ def build_durable(
     source: str,
     stored: set[str],
     progress: Progress | None = None,
+    quiet: float = 0.0,
 ) -> Built:
     """``build``, then make sure every object it reused unread still exists.
 
@@ -111,7 +119,7 @@ def build_durable(
     the lease stay, because gc cannot delete while the lease is held.
     """
     for _ in range(READ_ATTEMPTS):
-        built = build(objects, known, source, stored, progress)
+        built = build(objects, known, source, stored, progress, quiet)
         # The previous version's objects exist: it was read under the lease, and a
         # recorded version never points at a missing object.
         gone = objects.missing(built.reused - stored)
@@ -222,6 +230,25 @@ def _open_file(full: str) -> BinaryIO:
     return stream
 
 
+def _quiet_stat(stream: BinaryIO, full: str, quiet: float) -> os.stat_result:
+    """The stat of the open file ``full`` once it has not changed for ``quiet`` seconds.
+
+    A file written moments ago may be half written, with more ``write`` calls to
+    come; a read now could record a torn file that its stat would then vouch for.
+    Taken on the open file, so a write after it shows in the stat after the read
+    (the last change is older than the clock's granularity). ``SourceChanged``
+    when it keeps changing for ``QUIET_ATTEMPTS`` quiet periods. An mtime in the
+    future (clock skew, ``touch -d``) is no sign of a writer: not waited for.
+    """
+    for _ in range(QUIET_ATTEMPTS):
+        st = os.fstat(stream.fileno())
+        age = time.time() - st.st_mtime
+        if age >= quiet or age < -1.0:
+            return st
+        time.sleep(quiet - max(age, 0.0))
+    raise SourceChanged(full)
+
+
 def _no_follow(path: str, flags: int) -> int:
     return os.open(path, flags | os.O_NONBLOCK | os.O_NOFOLLOW)
 
@@ -236,9 +263,11 @@ class _Reader:
         stored: set[str],
         progress: Progress,
         puts: BackgroundPuts,
+        quiet: float = 0.0,
     ) -> None:
         self.objects = objects
         self.puts = puts
+        self.quiet = quiet  # seconds a file must be unmodified before it is read
         self.known = known
         self.stored = stored
         self.progress = progress
@@ -269,7 +298,7 @@ class _Reader:
         """Store one file's content; re-read it when it changed while being read."""
         for _ in range(READ_ATTEMPTS):
             with _open_file(full) as stream:
-                before = os.fstat(stream.fileno())
+                before = _quiet_stat(stream, full, self.quiet)
                 if before.st_size <= chunking.THRESHOLD:
                     data = stream.read()
                     self.progress.advance(0, len(data))

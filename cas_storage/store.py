@@ -129,12 +129,15 @@ class Store:
         source: str | os.PathLike[str],
         progress: Progress | None = None,
         at: str = ".",
+        quiet: float = 0.0,
     ) -> Version:
         """Record the local file or folder ``source`` as the next version of ``(work, path)``.
 
         With ``at`` (a path inside the stored folder ``path``), ``source`` replaces
         what the latest version holds at ``at``; the rest of the folder is kept.
         Unchanged content returns the latest version and records nothing.
+        ``quiet`` (seconds; ``snapshot.QUIET_SECONDS`` suits a tree a running
+        program writes) reads a file only once it has been unmodified that long.
         """
         work, key = check_work(work), normalize_key(path)
         source = os.path.abspath(os.fspath(source))
@@ -160,7 +163,7 @@ class Store:
                     # A damaged previous version must not block a new, whole snapshot.
             known = self.state.under(source)
             with self.objects.batch() as objects:  # all stored before the record
-                built = _snapshot.build_durable(objects, known, source, stored, progress)
+                built = _snapshot.build_durable(objects, known, source, stored, progress, quiet)
             manifest = built.manifest
             if inner != ".":
                 manifest = (base or Manifest.build(DIR, [])).graft(

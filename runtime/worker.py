@@ -15,6 +15,7 @@ from typing import Any
 
 from cas_storage import Store, context
 from cas_storage.context import Origins, WorkContext
+from cas_storage.snapshot import QUIET_SECONDS
 
 from .executor import Outcome
 from .state import find_paths, owned_paths, public_state
@@ -114,7 +115,10 @@ class WorkRuntime:
         if op == "snapshot":
             if not os.path.lexists(local):
                 return None
-            return self.store.snapshot(self.name, key, local)
+            # While the user's run executes it may be writing these files: read each only
+            # once it has been quiet a moment, so no half-written file is recorded.
+            quiet = QUIET_SECONDS if self.in_user_code else 0.0
+            return self.store.snapshot(self.name, key, local, quiet=quiet)
         raise ValueError(f"unknown request {op!r}")
 
     def close(self) -> None:
