@@ -90,18 +90,13 @@ def gc(
     progress = progress or Progress()
     cutoff = objects.store_time() - grace_seconds
     candidates: dict[str, int] = {}  # digest -> size
-    digests = list(objects)
-    progress.start(total_items=len(digests))
-    for digest in digests:
+    stored = list(objects.inventory())  # listings give size and time: no HEAD each
+    progress.start(total_items=len(stored))
+    for digest, size, written in stored:
         progress.advance(1)
         if digest in referenced:
             continue
-        try:
-            young = objects.mtime(digest) > cutoff
-            size = objects.size(digest)
-        except FileNotFoundError:
-            continue
-        if young:
+        if written > cutoff:
             report.objects_held += 1
             report.bytes_held += size
         else:

@@ -62,9 +62,8 @@ def stats(objects: ObjectStore, catalog: Catalog) -> Stats:
         if (v.work, v.path) not in seen_paths:
             seen_paths.add((v.work, v.path))
             w.paths += 1
-    digests = list(objects)
-    stored = sum(objects.size(d) for d in digests)
-    return Stats(sum(v.bytes for v in versions), stored, len(digests), len(versions), works)
+    sizes = [size for _, size, _ in objects.inventory()]
+    return Stats(sum(v.bytes for v in versions), sum(sizes), len(sizes), len(versions), works)
 
 
 @dataclass(frozen=True)

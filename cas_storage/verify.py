@@ -40,17 +40,23 @@ def verify(
     []
     """
     problems: list[Problem] = []
-    digests = sorted(objects)
+    stored = {digest: size for digest, size, _ in objects.inventory()}
+    digests = sorted(stored)
     if sample is not None and sample < len(digests):
         digests = random.sample(digests, sample)
     progress = progress or Progress()
     progress.start(total_items=len(digests))
-    for digest in digests:
-        data = objects.read(digest, verify=False)
-        progress.advance(1, len(data))
-        got = digest_bytes(data)
-        if got != digest:
-            problems.append(Problem("corrupt", digest, f"content hashes to {got}"))
+    with objects.read_ahead((d, stored[d]) for d in digests) as reader:
+        for digest in digests:
+            try:
+                data = reader.read(digest, verify=False)
+            except FileNotFoundError:
+                continue  # deleted (by gc) since it was listed
+            progress.advance(1, len(data))
+            got = digest_bytes(data)
+            if got != digest:
+                problems.append(Problem("corrupt", digest, f"content hashes to {got}"))
+    unlisted: dict[str, list[str]] = {}  # digest -> who needs it
     for v in catalog.all_versions():
         owner = f"{v.work}:{v.path} version {v.number}"
         try:
@@ -61,6 +67,9 @@ def verify(
             continue
         for entry in manifest.files:
             for digest in entry.objects():
-                if not objects.has(digest):
-                    problems.append(Problem("missing", digest, f"{owner}: {entry.path}"))
+                if digest not in stored:
+                    unlisted.setdefault(digest, []).append(f"{owner}: {entry.path}")
+    # Written since the listing, or really missing: ask once, for all of them.
+    for digest in sorted(objects.missing(unlisted)):
+        problems += [Problem("missing", digest, where) for where in unlisted[digest]]
     return problems
