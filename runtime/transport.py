@@ -10,10 +10,18 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import threading
+import time
 import traceback
 from collections.abc import Callable
-from multiprocessing.connection import Client, Connection, Listener
+from multiprocessing import AuthenticationError
+from multiprocessing.connection import (
+    Connection,
+    Listener,
+    answer_challenge,
+    deliver_challenge,
+)
 from typing import Any
 
 from cas_storage.catalog import Version
@@ -86,21 +94,72 @@ class LiveOrigins:
         return self._ask(origin, "exists", path)
 
     def _ask(self, origin: str, op: str, path: str) -> Any:
-        address = socket_path(self.folder, origin)
-        try:
-            conn = Client(address, family="AF_UNIX", authkey=self.authkey)
-        except (FileNotFoundError, ConnectionRefusedError):
-            raise OriginUnavailable(origin) from None
+        """One request, bounded end to end (connect, handshake, reply) by the timeout."""
+        deadline = time.monotonic() + self.timeout
+        late = OriginError(f"{origin} did not answer {op} of {path!r} within {self.timeout:g} s")
+        conn = self._connect(origin, deadline, late)
         with conn:
             try:
+                _bounded(conn, deadline, late, lambda: _handshake(conn, self.authkey))
                 conn.send((op, path))
-                if not conn.poll(self.timeout):
-                    raise OriginError(
-                        f"{origin} did not answer {op} of {path!r} within {self.timeout:g} s"
-                    )
+                if not conn.poll(max(deadline - time.monotonic(), 0)):
+                    raise late
                 reply = conn.recv()
             except (EOFError, ConnectionResetError, BrokenPipeError):
                 raise OriginError(f"{origin} stopped while answering {op} of {path!r}") from None
+            except AuthenticationError as exc:
+                raise OriginError(f"{origin} refused {op} of {path!r}: {exc}") from None
         if reply[0] == "error":
             raise OriginError(f"{origin} failed to {op} {path!r}: {reply[1]}")
         return reply[1]
+
+    def _connect(self, origin: str, deadline: float, late: OriginError) -> Connection:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(max(deadline - time.monotonic(), 0.001))
+        try:
+            sock.connect(socket_path(self.folder, origin))
+        except (FileNotFoundError, ConnectionRefusedError):
+            sock.close()
+            raise OriginUnavailable(origin) from None
+        except TimeoutError:  # socket.timeout: the backlog of a stuck origin is full
+            sock.close()
+            raise late from None
+        except BaseException:
+            sock.close()
+            raise
+        sock.setblocking(True)
+        return Connection(sock.detach())
+
+
+def _handshake(conn: Connection, authkey: bytes) -> None:
+    """The client side of multiprocessing's authentication (as ``Client`` does it)."""
+    answer_challenge(conn, authkey)
+    deliver_challenge(conn, authkey)
+
+
+def _bounded(
+    conn: Connection, deadline: float, late: OriginError, step: Callable[[], None]
+) -> None:
+    """Run a blocking ``step`` on ``conn``, giving up at ``deadline``.
+
+    The step runs on a helper thread; past the deadline the connection is shut
+    down, which ends the helper's blocked read, and ``late`` is raised.
+    """
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            step()
+        except BaseException as exc:  # noqa: BLE001 - re-raised on the asking thread
+            failure.append(exc)
+
+    helper = threading.Thread(target=run, daemon=True, name="cas-handshake")
+    helper.start()
+    helper.join(max(deadline - time.monotonic(), 0))
+    if helper.is_alive():
+        with contextlib.suppress(OSError):
+            socket.socket(fileno=os.dup(conn.fileno())).shutdown(socket.SHUT_RDWR)
+        helper.join(1)
+        raise late
+    if failure:
+        raise failure[0]
