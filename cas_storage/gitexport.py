@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+from typing import TYPE_CHECKING, cast
 from urllib.parse import quote
 
 from dulwich.index import commit_tree
@@ -21,6 +22,10 @@ from .checkout import load_manifest
 from .manifest import FILE, SYMLINK, Entry
 from .objects import ObjectStore
 from .progress import Progress
+
+if TYPE_CHECKING:  # NewTypes of recent dulwich; plain bytes at run time
+    from dulwich.objects import ObjectID
+    from dulwich.refs import Ref
 
 _VERSION_LINE = re.compile(rb"^cas-version: (\d+)$", re.MULTILINE)
 
@@ -81,12 +86,13 @@ def _export_path(
     path: str,
     progress: Progress,
 ) -> int:
-    ref = ref_name(work, path)
-    parent = None
+    ref = cast("Ref", ref_name(work, path))
+    parent: ObjectID | None = None
     done = 0
     if ref in repo.refs:
         parent = repo.refs[ref]
-        found = _VERSION_LINE.search(repo[parent].message)
+        head = repo[parent]
+        found = _VERSION_LINE.search(head.message) if isinstance(head, Commit) else None
         done = int(found.group(1)) if found else 0
     count = 0
     for v in versions:
@@ -95,14 +101,14 @@ def _export_path(
             continue
         parent = _commit(repo, objects, v, parent)
         count += 1
-    if count:
+    if count and parent is not None:
         repo.refs[ref] = parent
     return count
 
 
-def _commit(repo: Repo, objects: ObjectStore, v: Version, parent: bytes | None) -> bytes:
+def _commit(repo: Repo, objects: ObjectStore, v: Version, parent: ObjectID | None) -> ObjectID:
     manifest = load_manifest(objects, v.manifest)
-    blobs = []
+    blobs: list[tuple[bytes, ObjectID, int]] = []
     for entry in manifest.entries:
         name = (os.path.basename(v.path) if entry.path == "." else entry.path).encode()
         if entry.type == FILE:
