@@ -16,6 +16,7 @@ import threading
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Any
 
 from .errors import StoreFormatError, UnknownVersion, VersionExists, not_found
 
@@ -38,7 +39,7 @@ class Version:
     files: int
     bytes: int
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {
             "work": self.work,
             "path": self.path,
@@ -107,7 +108,7 @@ class Catalog:
         return found
 
 
-def _row_to_version(row: tuple) -> Version:
+def _row_to_version(row: tuple[Any, ...]) -> Version:
     work, path, number, manifest, created, files, size = row
     when = datetime.fromtimestamp(created, tz=timezone.utc)
     return Version(work, path, number, manifest, when, files, size)
@@ -219,7 +220,7 @@ class SQLiteCatalog(Catalog):
                 f"understands ({FORMAT}); upgrade cas_storage to read it"
             )
 
-    def _query(self, sql: str, params: tuple = ()) -> list[tuple]:
+    def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         try:
             return self.conn.execute(sql, params).fetchall()
         except sqlite3.DatabaseError as exc:

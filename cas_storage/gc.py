@@ -20,6 +20,7 @@ for any grace, 0 included; the grace only spares writers that take no lease.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from .catalog import Catalog, Version
 from .errors import CasError
@@ -42,7 +43,7 @@ class GcReport:
     bytes_held: int = 0
     grace_seconds: float = GRACE_SECONDS
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {
             "dry_run": self.dry_run,
             "versions_dropped": [v.to_json() for v in self.versions_dropped],
