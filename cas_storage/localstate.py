@@ -19,7 +19,9 @@ import sqlite3
 import threading
 import time
 import warnings
-from typing import NamedTuple
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any, NamedTuple
 
 from .hashing import is_digest
 
@@ -192,7 +194,7 @@ class LocalState:
         if paths:
             self._write("DELETE FROM stat_cache WHERE path = ?", [(p,) for p in paths])
 
-    def _write(self, sql: str, rows: list[tuple]) -> None:
+    def _write(self, sql: str, rows: Sequence[tuple[object, ...]]) -> None:
         # The store is already written when the cache is updated: a cache that cannot be
         # written must not turn a finished snapshot or checkout into an error.
         try:
@@ -221,7 +223,7 @@ class LocalState:
             [(dest, store_id, work, path, number, manifest)],
         )
 
-    def _transaction(self):
+    def _transaction(self) -> _Transaction:
         return _Transaction(self.conn)
 
     def close(self) -> None:
@@ -239,11 +241,16 @@ class _Transaction:
         self.conn.execute("BEGIN IMMEDIATE")
         return self.conn
 
-    def __exit__(self, kind, value, tb) -> None:
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.conn.execute("COMMIT" if kind is None else "ROLLBACK")
 
 
-def _known(row: tuple) -> Known | None:
+def _known(row: tuple[Any, ...]) -> Known | None:
     """The record in ``row``, or ``None`` when any field is not what was written."""
     _, dev, ino, size, mtime_ns, ctime_ns, recorded_ns, digest, chunks = row
     # type() is, not isinstance: this runs once per cached file on every load.
