@@ -90,7 +90,7 @@ def _s3_listing(fs: Any, prefix: str, page: int) -> Iterator[Entry]:
 
 def _s3_entry(bucket: str, item: dict[str, Any]) -> Entry:
     when = item.get("LastModified")
-    modified = when.timestamp() if hasattr(when, "timestamp") else None
+    modified = when.timestamp() if isinstance(when, datetime) else None  # botocore: datetime
     return Entry(f"{bucket}/{item['Key']}", int(item["Size"]), _etag(item.get("ETag")), modified)
 
 
