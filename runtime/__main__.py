@@ -21,6 +21,8 @@ def load_app(filename: str) -> App:
     module_name = os.path.splitext(module_name)[0]
     sys.path.insert(0, folder)
     spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"runtime: error: cannot load {filename} as a Python module")
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
     spec.loader.exec_module(module)
