@@ -88,10 +88,11 @@ class LiveOrigins:
         self.timeout = timeout if timeout is not None else request_timeout()
 
     def snapshot(self, origin: str, path: str) -> Version | None:
-        return self._ask(origin, "snapshot", path)
+        answer: Version | None = self._ask(origin, "snapshot", path)
+        return answer
 
     def exists(self, origin: str, path: str) -> bool:
-        return self._ask(origin, "exists", path)
+        return bool(self._ask(origin, "exists", path))
 
     def _ask(self, origin: str, op: str, path: str) -> Any:
         """One request, bounded end to end (connect, handshake, reply) by the timeout."""
