@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import secrets
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .state import adopt, rename_paths
+
+if TYPE_CHECKING:
+    from cas_storage import GetResult, Path
 from .transport import request_timeout
 
 
@@ -38,6 +41,7 @@ class Work:
 
     _name: str = ""
     _runner: Any = None
+    _user_run: Any = None  # the subclass's own run, called in the work's process
     _parallel: bool = False
     _ray_actor_options: dict[str, Any] | None = None
 
@@ -52,7 +56,7 @@ class Work:
         if "run" in cls.__dict__:
             # The process calls the user's run; the flow's call goes to the process.
             cls._user_run = cls.__dict__["run"]
-            cls.run = Work._dispatch_run
+            cls.run = Work._dispatch_run  # type: ignore[method-assign]  # by design
 
     def __setattr__(self, name: str, value: Any) -> None:
         if not name.startswith("_"):
@@ -114,7 +118,7 @@ class Work:
         """The work's attribute path in the flow tree, e.g. ``root.train``."""
         return self._name
 
-    def received(self) -> list:
+    def received(self) -> list[tuple[Path, GetResult]]:
         """``(Path, GetResult)`` for each Path argument transferred before this ``run`` began."""
         return list(getattr(self, "_received", []))
 
