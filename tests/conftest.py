@@ -110,3 +110,11 @@ def s3_url(s3_endpoint) -> str:
 
 
 from ray_fixtures import ray_address, ray_cluster, ray_one_node  # noqa: E402, F401
+
+
+def pytest_ignore_collect(collection_path: pathlib.Path, config: pytest.Config) -> bool | None:
+    """Collect only test modules here: with --doctest-modules (for cas_storage's doctests)
+    pytest would import every helper module too, and some (Ray apps) need optional extras."""
+    if collection_path.suffix == ".py" and not collection_path.name.startswith("test_"):
+        return collection_path.name != "conftest.py"
+    return None
