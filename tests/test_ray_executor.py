@@ -105,6 +105,26 @@ def test_origin_killed_mid_request_gives_an_error_within_the_timeout(ray_address
     assert flow.waiter.seconds < 10
 
 
+def test_a_background_trainer_on_one_node_serves_a_server_on_the_other(ray_address, s3_url):
+    flow = ray_apps.BackgroundOnTwoNodes(steps=30)
+    App(flow, store=s3_url, executor="ray").run()
+    assert flow.polled == sorted(flow.polled) and flow.polled[-1] > 0  # progress, live
+    assert flow.server.seen == sorted(flow.server.seen) and flow.server.seen[-1] == 30
+    assert flow.trainer.step == 30
+
+
+def test_stopping_a_running_background_work_interrupts_and_persists_it(ray_address, s3_url):
+    flow = ray_apps.BackgroundOnTwoNodes(steps=None)
+    App(flow, store=s3_url, executor="ray").run()
+    stopped_at = flow.trainer.step
+    assert len(set(flow.server.seen[:-1])) >= 3  # fetched from the running trainer
+    assert flow.server.seen[:-1] == sorted(flow.server.seen[:-1])
+    assert stopped_at >= flow.polled[-1] > 0
+    # The persisted checkpoint is the last step (the interrupt may land between writing
+    # the file and counting the step).
+    assert flow.server.seen[-1] - stopped_at in (0, 1)
+
+
 def test_the_local_executor_never_imports_ray(launch_dir):
     code = (
         "import sys, runtime.__main__ as m;"
