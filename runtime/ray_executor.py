@@ -242,7 +242,7 @@ class RayHost(Host):
         self.where: dict[str, Any] = {}
 
     def start(self) -> None:
-        payload = pickled(self.work)
+        payload = _payload(self.work)
         try:
             actor = WorkActor.options(**self.options).remote(self.setup, payload)
         except (ValueError, TypeError) as refused:
@@ -302,6 +302,16 @@ class RayHost(Host):
         except (RayActorError, GetTimeoutError):
             return False
         return True
+
+
+def _payload(work: Work) -> bytes:
+    """The work as bytes for its actor. Ray's cloudpickle sends classes defined in the
+    app's main script by value (a node's ``__main__`` is Ray's worker, not the script);
+    on failure, ``pickled`` names the attribute at fault."""
+    try:
+        return bytes(ray.cloudpickle.dumps(work))  # type: ignore[no-untyped-call]
+    except Exception:
+        return pickled(work)
 
 
 def _reason(died: RayActorError) -> str:
