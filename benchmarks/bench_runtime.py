@@ -1,21 +1,35 @@
 """Runtime overhead: starting a work, one run round trip, an unchanged get() of 1,000 files.
 
-Run: python benchmarks/bench_runtime.py   (in a scratch folder it creates)
+Run: python benchmarks/bench_runtime.py [--executor ray]   (in a scratch folder it creates)
+
+With ``--executor ray`` and no ``RAY_ADDRESS``, it starts a two-node Ray cluster on
+loopback (custom resources ``node_a``/``node_b``) and, without ``CAS_STORE``, a moto
+S3 server on loopback for the store; the maker runs on one node, the getter on the
+other, so the get goes across nodes. It also reports the idle cluster's memory.
 """
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import os
+import socket
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Iterator
 
 from runtime import App, Flow, Work
+
+#: ray_actor_options per work (the local executor ignores them); set to two nodes below.
+PLACES: dict[str, dict] = {"maker": {}, "getter": {}}
 
 
 class Maker(Work):
     def __init__(self):
-        super().__init__()
+        super().__init__(ray_actor_options=PLACES["maker"])
         self.folder = "lit://data"
 
     def run(self, files=0):
@@ -27,7 +41,7 @@ class Maker(Work):
 
 class Getter(Work):
     def __init__(self):
-        super().__init__()
+        super().__init__(ray_actor_options=PLACES["getter"])
         self.timings = []
 
     def run(self, folder, repeat=0):
@@ -64,12 +78,94 @@ class Bench(Flow):
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--executor", choices=["local", "ray"], default="local")
+    args = parser.parse_args()
     os.chdir(tempfile.mkdtemp(prefix="cas-rt-bench-"))
-    flow = Bench()
-    App(flow).run()
-    for name, value in flow.figures.items():
+    figures = {}
+    with contextlib.ExitStack() as stack:
+        if args.executor == "ray":
+            if not os.environ.get("CAS_STORE"):
+                os.environ["CAS_STORE"] = stack.enter_context(moto_store())
+            if not os.environ.get("RAY_ADDRESS"):
+                os.environ["RAY_ADDRESS"] = stack.enter_context(two_nodes())
+                for work, node in (("maker", "node_a"), ("getter", "node_b")):
+                    PLACES[work] = {"num_cpus": 0, "resources": {node: 1}}
+                time.sleep(5)  # let start-up settle before reading memory
+                idle = ray_rss() / 2**20
+                figures["idle cluster memory (RSS of its processes)"] = f"{idle:.0f} MiB"
+        flow = Bench()
+        App(flow, executor=args.executor).run()
+    figures.update(flow.figures)
+    print(f"executor: {args.executor}, store: {os.environ.get('CAS_STORE', './.cas')}")
+    for name, value in figures.items():
         shown = f"{value * 1000:.1f} ms" if isinstance(value, float) else f"{value}"
         print(f"{name:<48} {shown}")
+
+
+@contextlib.contextmanager
+def two_nodes() -> Iterator[str]:
+    """A two-node Ray cluster on loopback; yields its address."""
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    from ray.cluster_utils import Cluster
+
+    node = {"node_ip_address": "127.0.0.1", "num_cpus": 2, "object_store_memory": 100 * 2**20}
+    cluster = Cluster(
+        initialize_head=True,
+        connect=False,
+        head_node_args={**node, "resources": {"node_a": 4}, "include_dashboard": False},
+    )
+    try:
+        cluster.add_node(**node, resources={"node_b": 4})
+        cluster.wait_for_nodes()
+        yield cluster.address
+    finally:
+        cluster.shutdown()
+
+
+def ray_rss() -> int:
+    """Bytes of resident memory of this process's children (the cluster; moto excluded)."""
+    import psutil
+
+    total = 0
+    for child in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            if "moto" not in " ".join(child.cmdline()):
+                total += child.memory_info().rss
+    return total
+
+
+@contextlib.contextmanager
+def moto_store() -> Iterator[str]:
+    """A moto S3 server on loopback with a bucket; yields a store URL on it."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(300):
+            with contextlib.suppress(OSError):
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            time.sleep(0.1)
+        endpoint = f"http://127.0.0.1:{port}"
+        os.environ.update(
+            AWS_ACCESS_KEY_ID="bench",
+            AWS_SECRET_ACCESS_KEY="bench",
+            AWS_DEFAULT_REGION="us-east-1",
+            AWS_ENDPOINT_URL=endpoint,
+        )
+        import s3fs
+
+        s3fs.S3FileSystem(client_kwargs={"endpoint_url": endpoint}).mkdir("bench")
+        yield "s3://bench/cas"
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
 
 
 if __name__ == "__main__":
