@@ -109,6 +109,11 @@ def s3_url(s3_endpoint) -> str:
     return f"s3://cas-bucket/{uuid.uuid4().hex}"
 
 
+#: App files the Ray tests copy into an app folder: they import the examples beside them
+#: there, so they are not importable here (and --doctest-modules must not import them).
+collect_ignore = ["ray_seed_app.py", "ray_seed_init_app.py"]
+
+
 from ray_fixtures import ray_address, ray_cluster, ray_one_node  # noqa: E402, F401
 
 
