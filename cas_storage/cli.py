@@ -67,6 +67,14 @@ def _port(text: str) -> int:
     return int(text)
 
 
+def _store_option(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"must be KEY=VALUE, not {text!r}")
+    flags = {"true": True, "false": False}
+    return key, flags.get(value.lower(), value)
+
+
 def _global_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
     """``--store``, ``--json``, ``--quiet``: accepted before and after the command.
 
@@ -78,6 +86,15 @@ def _global_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
         "--store",
         metavar="URL",
         help="store folder or fsspec URL (default: $CAS_STORE, else ./.cas)",
+        **keep,
+    )
+    parser.add_argument(
+        "--store-option",
+        metavar="KEY=VALUE",
+        action="append",
+        type=_store_option,
+        help="an fsspec storage option for a URL store, repeatable "
+        "(endpoint_url=..., profile=..., anon=true)",
         **keep,
     )
     parser.add_argument(
@@ -254,7 +271,11 @@ CREATING = {"put"}
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        store = Store.open(args.store or default_url(), create=args.command in CREATING)
+        store = Store.open(
+            args.store or default_url(),
+            create=args.command in CREATING,
+            storage_options=dict(getattr(args, "store_option", None) or []),
+        )
         HANDLERS[args.command](store, args)
     except BrokenPipeError:  # the reader went away (`cas show ... | head`): not an error
         sys.stderr.close()

@@ -75,5 +75,18 @@ class SourceChanged(CasError):
         )
 
 
+class StoreUnavailable(CasError):
+    """A store on an fsspec URL cannot be reached: no plugin, no credentials, no endpoint."""
+
+    def __init__(self, url: str, cause: BaseException) -> None:
+        self.url, self.cause = url, cause
+        reason = str(cause) or type(cause).__name__
+        if isinstance(cause, ImportError):
+            reason += " (pip install 'cas_storage[s3]' for s3:// stores)"
+        elif type(cause).__name__ not in reason:
+            reason += f" ({type(cause).__name__})"
+        super().__init__(f"cannot open store {url}: {reason}")
+
+
 class StoreFormatError(CasError):
     """The store folder is damaged, or was written by a newer, unknown format."""

@@ -26,7 +26,7 @@ from . import stats as _stats
 from . import verify as _verify
 from .catalog import Catalog, SQLiteCatalog, Version
 from .checkout import GetResult, load_manifest
-from .errors import CasError, MissingObject, not_found
+from .errors import CasError, MissingObject, StoreUnavailable, not_found
 from .gc import GcReport
 from .keys import ancestors, check_text, check_work, normalize_key
 from .localstate import LocalState
@@ -108,14 +108,22 @@ class Store:
         # Imported here: a local store never needs fsspec, and it is slow to import.
         import fsspec
 
+        from . import remote
         from .objcatalog import ObjectCatalog
 
         # Other machines write to this store: a cached listing would hide their work.
         options = {"use_listings_cache": False, **storage_options}
-        fs, root = fsspec.core.url_to_fs(url, **options)
-        if not create and not fs.exists(f"{root.rstrip('/')}/meta.json"):
+        try:
+            fs, root = fsspec.core.url_to_fs(url, **options)
+            found = create or remote.exists(fs, f"{root.rstrip('/')}/meta.json")
+            catalog = ObjectCatalog(fs, root) if found else None
+        except CasError:
+            raise
+        except Exception as exc:  # the backend's own: no plugin, credentials, endpoint, bucket
+            raise StoreUnavailable(url, exc) from exc
+        if catalog is None:
             raise FileNotFoundError(not_found(f"store {url}", hint="no meta.json"))
-        return cls(ObjectStore(fs, root), ObjectCatalog(fs, root), LocalState(state), url)
+        return cls(ObjectStore(fs, root), catalog, LocalState(state), url)
 
     @property
     def store_id(self) -> str:

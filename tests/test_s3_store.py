@@ -1,13 +1,17 @@
 """A store on S3, against moto's S3 server speaking the real protocol over loopback."""
 
+import json
 import os
+import socket
+import subprocess
+import sys
 import uuid
 
 import pytest
 from conftest import read_tree, write_tree
 
 from cas_storage import Store
-from cas_storage.errors import VersionExists
+from cas_storage.errors import StoreUnavailable, VersionExists
 
 
 def test_snapshot_checkout_and_versions_on_s3(s3_endpoint, tmp_path):
@@ -34,3 +38,53 @@ def test_s3_refuses_to_claim_a_version_twice(s3_endpoint, tmp_path):
     v1 = store.snapshot("w", "p", write_tree(tmp_path / "src", {"a": "a"}))
     with pytest.raises(VersionExists):  # the conditional PUT (If-None-Match: *) loses
         store.catalog.create(v1)
+
+
+def test_storage_options_reach_the_filesystem(s3_endpoint, tmp_path, monkeypatch):
+    monkeypatch.delenv("AWS_ENDPOINT_URL")  # only the option says where the server is
+    url = f"s3://cas-bucket/{uuid.uuid4().hex}"
+    options = {"endpoint_url": s3_endpoint}
+    store = Store.open(url, state=str(tmp_path / "s.db"), storage_options=options)
+    store.snapshot("w", "p", write_tree(tmp_path / "src", {"a": "a"}))
+    env = {k: v for k, v in os.environ.items() if k != "AWS_ENDPOINT_URL"}
+    done = subprocess.run(
+        [sys.executable, "-m", "cas_storage.cli", "--store", url, "--json", "ls"]
+        + ["--store-option", f"endpoint_url={s3_endpoint}"],
+        env={**env, "CAS_STATE": str(tmp_path / "cli.db")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    [row] = json.loads(done.stdout)
+    assert (row["work"], row["path"], row["versions"]) == ("w", "p", 1)
+
+
+def _cas(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "cas_storage.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_backend_failures_are_one_line_naming_the_store(s3_endpoint, tmp_path):
+    url = f"s3://cas-bucket/{uuid.uuid4().hex}"
+    bare = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    bare.update(HOME=str(tmp_path), AWS_DEFAULT_REGION="us-east-1")  # no credentials at all
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{s.getsockname()[1]}"  # nothing listens once closed
+    cases = {
+        "no credentials": (bare, ["--store-option", f"endpoint_url={s3_endpoint}"]),
+        "no endpoint": ({**os.environ}, ["--store-option", f"endpoint_url={closed}"]),
+    }
+    for what, (env, options) in cases.items():
+        done = _cas(["--store", url, *options, "ls"], {**env, "CAS_STATE": str(tmp_path / "s")})
+        assert done.returncode == 1, what
+        assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, done.stderr
+        assert done.stderr.startswith(f"cas: error: cannot open store {url}: "), done.stderr
+    with pytest.raises(StoreUnavailable, match="cannot open store nosuchfs://x/y"):
+        Store.open("nosuchfs://x/y", state=str(tmp_path / "s.db"))  # no fsspec plugin for it
