@@ -63,6 +63,16 @@ class Work:
             value = adopt(value, self._name or self._provisional_name())
         object.__setattr__(self, name, value)
 
+    def __getattr__(self, name: str) -> Any:
+        # Only called when normal lookup fails: an attribute the work never set.
+        if name.startswith("__") or name in ("_token", "_received"):
+            raise AttributeError(name)
+        who = f"work {self._name}" if self._name else f"{type(self).__name__} work"
+        raise AttributeError(
+            f"{who} has no attribute {name!r}: its run() never set it "
+            f"(or set it to a value that is not shared: JSON-able values and Paths are)"
+        )
+
     def _provisional_name(self) -> str:
         """Owner of Paths assigned before the app names this work; replaced when it does.
 

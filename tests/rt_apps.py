@@ -5,7 +5,7 @@ import threading
 import time
 
 from cas_storage import Path
-from runtime import Flow, Work
+from runtime import Flow, Work, WorkFailed
 
 
 class Producer(Work):
@@ -223,3 +223,173 @@ class InitChainFlow(Flow):
         self.serving.run()
         self.relay.run()
         self.origins = [self.relay.ckpt.origin_name, self.serving.deploy.ckpt.origin_name]
+
+
+MIB = 1024 * 1024
+
+
+class BackgroundTrainer(Work):
+    """Rewrites ckpt/model.bin in place every ``interval`` s, filled with the step number."""
+
+    def __init__(self, pieces=4):
+        super().__init__(parallel=True)
+        self.ckpt = "lit://ckpt"
+        self.step = 0
+        self.pid = 0
+        self.pieces = pieces
+
+    def run(self, steps=3, interval=0.3, fail_at=None, forever=False):
+        self.pid = os.getpid()
+        os.makedirs(self.ckpt, exist_ok=True)
+        model = self.ckpt / "model.bin"
+        step = self.step
+        while forever or step < steps:
+            step += 1
+            with open(model, "r+b" if model.exists() else "wb") as out:
+                for _ in range(self.pieces):  # several writes, as a framework's save does
+                    out.write(bytes([step % 251]) * MIB)
+                    out.flush()
+            self.step = step
+            if step == fail_at:
+                raise RuntimeError(f"diverged at step {step}")
+            time.sleep(interval)
+
+
+def checkpoint_step(path) -> int | None:
+    """The step a checkpoint holds, or -1 if it is torn (not one byte value throughout)."""
+    if not os.path.exists(path):
+        return None
+    data = open(path, "rb").read()
+    if len(data) != 4 * MIB or data.count(data[:1]) != len(data):
+        return -1
+    return data[0]
+
+
+class Server(Work):
+    """Serves the trainer's latest checkpoint: it arrives before run, and get() asks again."""
+
+    def __init__(self):
+        super().__init__()
+        self.served = []
+
+    def run(self, ckpt):
+        arrived = checkpoint_step(ckpt / "model.bin")
+        again = None
+        if arrived is not None:
+            ckpt.get(overwrite=True)
+            again = checkpoint_step(ckpt / "model.bin")
+        self.served = [*self.served, [arrived, again]]
+
+
+class TrainServeFlow(Flow):
+    def __init__(self, steps):
+        super().__init__()
+        self.train = BackgroundTrainer()
+        self.server = Server()
+        self.steps = steps
+        self.progress = []
+
+    def run(self):
+        self.train.run(steps=self.steps, interval=0.3)
+        while self.train.running:
+            self.progress.append(self.train.step)
+            self.server.run(self.train.ckpt)
+        self.train.wait()
+        self.progress.append(self.train.step)
+        self.server.run(self.train.ckpt)
+
+
+class BackgroundRulesFlow(Flow):
+    """run twice, wait(timeout), a failing background call: what the flow sees."""
+
+    def __init__(self):
+        super().__init__()
+        self.train = BackgroundTrainer()
+        self.reader = Server()
+        self.seen = {}
+
+    def run(self):
+        self.train.run(steps=3, interval=0.3)
+        self.seen["returned_running"] = self.train.running
+        try:
+            self.train.run()
+        except RuntimeError as exc:
+            self.seen["twice"] = str(exc)
+        try:
+            self.train.wait(timeout=0.01)
+        except TimeoutError as exc:
+            self.seen["timeout"] = str(exc)
+        self.train.wait()
+        self.seen["after_wait"] = [self.train.running, self.train.step]
+        self.train.wait()  # nothing runs: returns at once
+        self.train.run(steps=5, interval=0.05, fail_at=5)
+        try:
+            self.train.wait()
+        except WorkFailed as exc:
+            self.seen["failed"] = [exc.work, exc.details]
+        self.seen["failed_step"] = self.train.step
+        self.train.stop()  # from now on only its persisted versions answer
+        self.reader.run(self.train.ckpt)
+
+
+class LeaveRunningFlow(Flow):
+    """Returns while its background work still runs: the app waits for it."""
+
+    def __init__(self):
+        super().__init__()
+        self.train = BackgroundTrainer(pieces=1)
+
+    def run(self):
+        self.train.run(steps=4, interval=0.2)
+
+
+class Unpicklable(Work):
+    def __init__(self):
+        super().__init__()
+        self._lock = threading.Lock()
+
+    def run(self):
+        pass
+
+
+class UnpicklableFlow(Flow):
+    def __init__(self):
+        super().__init__()
+        self.holder = Unpicklable()
+
+    def run(self):
+        self.holder.run()
+
+
+class NeverSetFlow(Flow):
+    def __init__(self):
+        super().__init__()
+        self.producer = Producer()
+        self.error = ""
+
+    def run(self):
+        self.producer.run()
+        try:
+            self.producer.accuracy  # noqa: B018 - the read is the test
+        except AttributeError as exc:
+            self.error = str(exc)
+
+
+class ForeverFlow(Flow):
+    """Trains in the background until interrupted; prints the trainer's pid once it trains."""
+
+    def __init__(self):
+        super().__init__()
+        self.train = BackgroundTrainer(pieces=1)
+        self.server = Server()
+
+    def run(self):
+        self.train.run(forever=True, interval=0.3)  # quiet long enough to be served live
+        while self.train.step < 2:
+            time.sleep(0.05)
+            _ = self.train.running
+        self.server.run(self.train.ckpt)  # a blocking work has a process too
+        print(f"pids {self.train.pid} {os.getpid()}", flush=True)
+        while True:
+            _ = self.train.running
+            time.sleep(0.05)

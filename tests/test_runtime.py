@@ -2,6 +2,7 @@
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -9,6 +10,7 @@ import time
 import pytest
 import rt_apps
 
+from cas_storage import Store
 from runtime import App, WorkFailed
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -219,3 +221,124 @@ def test_a_path_handed_through_two_inits_keeps_its_origin():
         ["root.producer", [2], "v1"],
         ["root.producer", [1], "v2"],  # only the changed file moves
     ]
+
+
+# -- background works ------------------------------------------------------------
+
+
+def test_a_server_gets_whole_checkpoints_from_a_trainer_rewriting_them_in_place():
+    flow = rt_apps.TrainServeFlow(steps=12)
+    App(flow).run()
+    served = [step for pair in flow.server.served for step in pair if step is not None]
+    assert -1 not in served, f"a torn checkpoint was served: {flow.server.served}"
+    assert served == sorted(served), "steps went backwards"
+    assert len(served) >= 4 and served[-1] == 12  # the last one is the final checkpoint
+    assert len(set(served)) >= 2  # checkpoints arrived while the trainer trained
+    # Reading `running` refreshed the flow's view: it saw the trainer progress.
+    assert flow.progress == sorted(flow.progress) and flow.progress[-1] == 12
+    assert len(set(flow.progress)) >= 3
+
+
+def test_background_run_rules():
+    flow = rt_apps.BackgroundRulesFlow()
+    App(flow).run()
+    seen = flow.seen
+    assert seen["returned_running"] is True  # run() returned while the call goes on
+    assert "root.train" in seen["twice"] and "still running" in seen["twice"]
+    assert "root.train" in seen["timeout"]
+    assert seen["after_wait"] == [False, 3]
+    work, details = seen["failed"]
+    assert work == "root.train" and "RuntimeError: diverged at step 5" in details
+    assert seen["failed_step"] == 5  # attributes synced from the failed call
+    # Persisted after the failed call: the stopped trainer's last checkpoint is served.
+    assert flow.reader.served == [[5, 5]]
+
+
+def test_the_app_waits_for_background_works_at_the_end(launch_dir):
+    flow = rt_apps.LeaveRunningFlow()
+    App(flow).run()
+    assert flow.train.step == 4  # the call ran to its end after the flow returned
+    assert not flow.train.running
+    store = Store.open(launch_dir / ".cas", state=str(launch_dir / "state.db"))
+    out = launch_dir / "check"
+    store.checkout("root.train", "ckpt", out)
+    assert (out / "model.bin").read_bytes() == bytes([4]) * rt_apps.MIB
+
+
+# -- lifecycle --------------------------------------------------------------------
+
+
+def test_reading_an_attribute_the_work_never_set_names_the_work():
+    flow = rt_apps.NeverSetFlow()
+    App(flow).run()
+    assert "root.producer" in flow.error and "'accuracy'" in flow.error
+
+
+def test_a_work_that_cannot_be_pickled_is_one_clear_error():
+    with pytest.raises(WorkFailed) as caught:
+        App(rt_apps.UnpicklableFlow()).run()
+    assert caught.value.work == "root.holder"
+    assert "could not start" in str(caught.value) and "'_lock'" in str(caught.value)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as stat:  # a zombie is gone, only not yet reaped
+        return stat.read().split(")")[-1].split()[0] != "Z"
+
+
+def _children(pid: int) -> list[int]:
+    """Work processes started by ``pid`` (not multiprocessing's resource tracker, which
+    leaves by itself once every process holding its pipe has gone)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    ppid = int(stat.read().split(")")[-1].split()[1])
+                with open(f"/proc/{entry}/cmdline") as cmdline:
+                    helper = "resource_tracker" in cmdline.read()
+            except OSError:
+                continue
+            if ppid == pid and not helper:
+                found.append(int(entry))
+    return found
+
+
+def test_ctrl_c_stops_every_work_which_persists_and_exits_130(launch_dir, executor):
+    (launch_dir / "forever.py").write_text(
+        "from runtime import App\nimport rt_apps\napp = App(rt_apps.ForeverFlow())\n"
+    )
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.abspath(rt_apps.__file__)))
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "runtime", "run", "forever.py"],
+        cwd=launch_dir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        line = launcher.stdout.readline()
+        assert line.startswith("pids "), line + launcher.stderr.read()
+        trainer = int(line.split()[1])
+        works = _children(launcher.pid) if executor == "local" else []
+        if executor == "local":
+            assert trainer in works and len(works) >= 2  # the trainer and the server
+        launcher.send_signal(signal.SIGINT)  # to the launcher only, not its group
+        _, err = launcher.communicate(timeout=60)
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+    assert launcher.returncode == 130, err
+    assert "Traceback" not in err
+    assert not [pid for pid in works if _alive(pid)], "a work process was left behind"
+    store = Store.open(launch_dir / ".cas", state=str(launch_dir / "state.db"))
+    latest = store.versions("root.train", "ckpt")[-1]
+    out = launch_dir / "check"
+    store.checkout("root.train", "ckpt", out, version=latest.number)
+    data = (out / "model.bin").read_bytes()
+    assert data == data[:1] * rt_apps.MIB and data[0] >= 2  # persisted, and whole
