@@ -40,7 +40,7 @@ class Trainer(Work):
             step += 1
             (self.ckpt / "model.bin").write_text(f"step {step}")
             self.step = step
-            time.sleep(0.1)
+            time.sleep(0.4)  # quiet long enough between writes for a snapshot to read it
 
 
 class Server(Work):

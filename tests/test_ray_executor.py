@@ -106,11 +106,11 @@ def test_origin_killed_mid_request_gives_an_error_within_the_timeout(ray_address
 
 
 def test_a_background_trainer_on_one_node_serves_a_server_on_the_other(ray_address, s3_url):
-    flow = ray_apps.BackgroundOnTwoNodes(steps=30)
+    flow = ray_apps.BackgroundOnTwoNodes(steps=10)
     App(flow, store=s3_url, executor="ray").run()
     assert flow.polled == sorted(flow.polled) and flow.polled[-1] > 0  # progress, live
-    assert flow.server.seen == sorted(flow.server.seen) and flow.server.seen[-1] == 30
-    assert flow.trainer.step == 30
+    assert flow.server.seen == sorted(flow.server.seen) and flow.server.seen[-1] == 10
+    assert flow.trainer.step == 10
 
 
 def test_stopping_a_running_background_work_interrupts_and_persists_it(ray_address, s3_url):
