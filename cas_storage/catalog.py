@@ -13,6 +13,7 @@ import errno
 import os
 import sqlite3
 import threading
+import urllib.parse
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -133,16 +134,65 @@ class SQLiteCatalog(Catalog):
     []
     """
 
-    def __init__(self, filename: str) -> None:
+    def __init__(self, filename: str, readonly: bool = False, holds_objects: bool = False) -> None:
+        """``readonly``: open for reading only, never writing (a read-only store works).
+
+        ``holds_objects``: the store already holds objects, so a catalog without
+        tables is damage (a lost or truncated catalog), not a new store.
+        """
         self.filename = filename
+        self.readonly = readonly
+        self.holds_objects = holds_objects
         self._local = threading.local()
-        self.store_id = self._setup()
+        self.store_id = self._open_readonly() if readonly else self._setup()
+
+    def _connect_readonly(self) -> sqlite3.Connection:
+        """A connection that never writes the store.
+
+        With no ``-wal`` file no writer is mid-way and everything is in the main
+        file: ``immutable`` reads it without creating any file (``mode=ro`` would
+        create the WAL index). With one, ``mode=ro`` reads through the WAL (a
+        writer is active), falling back to ``immutable`` where even that cannot
+        be opened (a read-only folder, a read-only mount).
+        """
+        uri = "file:" + urllib.parse.quote(os.path.abspath(self.filename))
+        if not os.path.exists(self.filename + "-wal"):
+            return sqlite3.connect(f"{uri}?immutable=1", uri=True, isolation_level=None)
+        conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, isolation_level=None)
+        try:
+            conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+            return conn
+        except sqlite3.OperationalError:
+            conn.close()
+        return sqlite3.connect(f"{uri}?immutable=1", uri=True, isolation_level=None)
+
+    def _open_readonly(self) -> str:
+        try:
+            meta = self._meta()
+            tables = self._tables()
+        except sqlite3.DatabaseError as exc:
+            raise self._failure(exc, "is damaged or not a catalog") from None
+        if not meta or "store_id" not in meta or "versions" not in tables:
+            raise StoreFormatError(
+                f"{self.filename} is empty or not a cas catalog: the store's catalog is "
+                "damaged or missing (run on a copy made before the damage)"
+            )
+        self._check_format(meta)
+        return meta["store_id"]
+
+    def _tables(self) -> set[str]:
+        rows = self.conn.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall()
+        return {name for (name,) in rows}
 
     @property
     def conn(self) -> sqlite3.Connection:
         # One connection per process and thread: SQLite connections must not cross a fork.
         conn = getattr(self._local, "conn", None)
         if conn is None or self._local.pid != os.getpid():
+            if self.readonly:
+                conn = self._connect_readonly()
+                self._local.conn, self._local.pid = conn, os.getpid()
+                return conn
             conn = sqlite3.connect(
                 self.filename, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None
             )
@@ -160,6 +210,13 @@ class SQLiteCatalog(Catalog):
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("BEGIN IMMEDIATE")
             try:
+                tables = self._tables()
+                if "meta" not in tables and (tables or self.holds_objects):
+                    what = "holds other tables" if tables else "is empty"
+                    raise StoreFormatError(
+                        f"{self.filename} {what}, not a cas catalog, beside a store that holds "
+                        "objects: the catalog is damaged or lost (not an empty store)"
+                    )
                 # The schema sqlite-utils used to create, spelled out: importing sqlite-utils
                 # cost every command ~0.1 s of start-up for these statements.
                 conn.execute(_CREATE_META)

@@ -266,6 +266,8 @@ def _parser() -> argparse.ArgumentParser:
 
 #: Commands that may create a missing store; every other one only reads.
 CREATING = {"put"}
+#: Commands that only read the store: it is opened read-only (works on a read-only store).
+READING = {"ls", "log", "show", "cat", "diff", "status", "stats", "verify", "serve", "export-git"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -275,6 +277,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.store or default_url(),
             create=args.command in CREATING,
             storage_options=dict(getattr(args, "store_option", None) or []),
+            readonly=args.command in READING,
         )
         HANDLERS[args.command](store, args)
     except BrokenPipeError:  # the reader went away (`cas show ... | head`): not an error

@@ -74,6 +74,7 @@ class Store:
         state: str | None = None,
         create: bool = True,
         fsync: bool = False,
+        readonly: bool = False,
         storage_options: dict[str, Any] | None = None,
     ) -> Store:
         """Open (or create) the store at ``url``, default ``$CAS_STORE`` or ``./.cas``.
@@ -97,8 +98,12 @@ class Store:
         catalog_file = os.path.join(root, "catalog.db")
         if not os.path.exists(catalog_file) and not create:
             raise FileNotFoundError(not_found(f"store {root}", hint="no catalog.db"))
-        os.makedirs(os.path.join(root, "objects"), exist_ok=True)
-        catalog = SQLiteCatalog(catalog_file)
+        objects_dir = os.path.join(root, "objects")
+        if readonly:
+            catalog = SQLiteCatalog(catalog_file, readonly=True)
+        else:
+            os.makedirs(objects_dir, exist_ok=True)
+            catalog = SQLiteCatalog(catalog_file, holds_objects=_holds_objects(objects_dir))
         return cls(LocalObjects(root, fsync=fsync), catalog, LocalState(state), root)
 
     @classmethod
@@ -414,3 +419,11 @@ def _folder_modes(source: str, inner: str) -> dict[str, int]:
         rel: mode_bits(os.stat(os.path.join(top, rel)).st_mode)
         for rel in [*ancestors(inner), inner]
     }
+
+
+def _holds_objects(objects_dir: str) -> bool:
+    try:
+        with os.scandir(objects_dir) as entries:
+            return any(e.is_dir() for e in entries)
+    except FileNotFoundError:
+        return False
