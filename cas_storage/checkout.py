@@ -142,7 +142,9 @@ def _fetch_order(manifest: Manifest, dest: str, known: dict[str, Known]) -> list
         have = known.get(full)
         if have is not None and have.digest == entry.digest:
             st = _lstat(full)
-            if st is not None and have.matches(st):
+            # describes(), not matches(): a file written moments ago is likely still
+            # in place (it is verified before being kept); if not, it is read directly.
+            if st is not None and have.describes(st):
                 continue
         wanted += entry.chunks or ((entry.digest, entry.size),)
     return wanted
