@@ -31,14 +31,32 @@ _VERSION_LINE = re.compile(rb"^cas-version: (\d+)$", re.MULTILINE)
 
 
 def ref_name(work: str, path: str) -> bytes:
-    """``refs/cas/<work>/<path>``, with characters git forbids in refs percent-encoded.
+    """``refs/cas/<work>/<path>``, a valid git ref for any work and stored path.
+
+    Characters git forbids are percent-encoded, and so are the dots git's rules
+    single out: a component's leading ``.``, ``..``, a trailing ``.`` or
+    ``.lock``.
 
     >>> ref_name("drive:shared/root.a", "data")
     b'refs/cas/drive%3Ashared%2Froot.a/data'
+    >>> ref_name("root.w", ".hidden/x.lock")
+    b'refs/cas/root.w/%2Ehidden/x%2Elock'
     """
-    safe_work = quote(work, safe="._-")
-    safe_path = "/".join(quote(part, safe="._-") for part in path.split("/"))
-    return f"refs/cas/{safe_work}/{safe_path}".encode()
+    parts = [_ref_component(work)] + [_ref_component(part) for part in path.split("/")]
+    return "/".join(["refs", "cas", *parts]).encode()
+
+
+def _ref_component(text: str) -> str:
+    safe = quote(text, safe="._-").replace("~", "%7E") or "%00"  # quote keeps '~'
+    if safe.startswith("."):
+        safe = "%2E" + safe[1:]
+    while ".." in safe:
+        safe = safe.replace("..", ".%2E")
+    if safe.endswith(".lock"):
+        safe = safe[: -len(".lock")] + "%2Elock"
+    if safe.endswith("."):
+        safe = safe[:-1] + "%2E"
+    return safe
 
 
 def pointer(entry: Entry) -> bytes:

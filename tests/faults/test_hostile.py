@@ -259,3 +259,29 @@ def test_snapshot_does_not_record_setid_bits(store, tmp_path):
     store.checkout("w", "p", tmp_path / "dest")
     assert os.stat(tmp_path / "dest" / "tool").st_mode & 0o7777 == 0o755
     assert os.stat(tmp_path / "dest" / "sub").st_mode & 0o7777 == 0o2775
+
+
+def test_export_git_makes_valid_refs_from_any_stored_path(tmp_path):
+    """Git's ref rules (no leading '.', no '..', no '.lock' end, no '@{', ...) hold for any key."""
+    import subprocess
+
+    from cas_storage.cli import main
+
+    store = Store.open(tmp_path / ".cas", state=str(tmp_path / "s.db"))
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_text("x")
+    keys = [".hidden/x.lock", "a..b", "trailing.", "weird name@{x}~^:?*[\\", "-dash", "ok/fine"]
+    for work in ("root.w", ".lead..ing.lock"):
+        for key in keys:
+            store.snapshot(work, key, src)
+    repo = tmp_path / "history"
+    assert main(["--store", str(tmp_path / ".cas"), "export-git", str(repo)]) == 0
+    refs = subprocess.run(
+        ["git", "-C", str(repo), "for-each-ref", "--format=%(refname)"],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    assert len(refs) == 2 * len(keys)
+    for ref in refs:
+        check = subprocess.run(["git", "check-ref-format", ref], capture_output=True)
+        assert check.returncode == 0, f"git refuses {ref}"
