@@ -1,4 +1,5 @@
-"""Runtime overhead: starting a work, one run round trip, an unchanged get() of 1,000 files.
+"""Runtime overhead: starting a work, one run round trip, an unchanged get() of 1,000 files,
+how soon a background run() returns, and how soon a server has a checkpoint just written.
 
 Run: python benchmarks/bench_runtime.py [--executor ray]   (in a scratch folder it creates)
 
@@ -15,6 +16,7 @@ import contextlib
 import os
 import socket
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -51,12 +53,79 @@ class Getter(Work):
             self.timings.append((time.perf_counter() - start, result.bytes_transferred))
 
 
+CHECKPOINT_BYTES = 4 * 1024 * 1024
+HEADER = struct.Struct("<qd")  # step, wall-clock time the checkpoint was written
+
+
+class Trainer(Work):
+    """Saves a 4 MiB checkpoint in place every ``every`` s, stamped with its step and time."""
+
+    def __init__(self):
+        super().__init__(parallel=True, ray_actor_options=PLACES["maker"])
+        self.ckpt = "lit://ckpt"
+
+    def run(self, saves=0, every=0.5):
+        os.makedirs(self.ckpt, exist_ok=True)
+        model = self.ckpt / "model.bin"
+        for step in range(1, saves + 1):
+            time.sleep(every)
+            with open(model, "r+b" if model.exists() else "wb") as out:
+                out.write(HEADER.pack(step, time.time()) + bytes(CHECKPOINT_BYTES - HEADER.size))
+
+
+class Watcher(Work):
+    """Polls the live trainer with get() and notes how long each new checkpoint took."""
+
+    def __init__(self):
+        super().__init__(ray_actor_options=PLACES["getter"])
+        self.latencies = []
+
+    def run(self, ckpt, saves):
+        seen = 0
+        while seen < saves:
+            try:
+                ckpt.get(overwrite=True)
+            except FileNotFoundError:  # nothing saved yet
+                time.sleep(0.01)
+                continue
+            with open(ckpt / "model.bin", "rb") as stream:
+                step, written = HEADER.unpack(stream.read(HEADER.size))
+            if step > seen:
+                seen = step
+                self.latencies.append(time.time() - written)
+            time.sleep(0.01)
+
+
 class Bench(Flow):
     def __init__(self):
         super().__init__()
         self.maker = Maker()
         self.getter = Getter()
+        self.trainer = Trainer()
+        self.watcher = Watcher()
         self.figures = {}
+
+    def background(self):
+        start = time.perf_counter()
+        self.trainer.run()
+        self.figures["background run() returns (first: + start)"] = time.perf_counter() - start
+        self.trainer.wait()
+        returns = []
+        for _ in range(20):
+            start = time.perf_counter()
+            self.trainer.run()
+            returns.append(time.perf_counter() - start)
+            self.trainer.wait()
+        self.figures["background run() returns (median of 20)"] = statistics.median(returns)
+        saves = 8
+        self.trainer.run(saves=saves, every=0.5)
+        self.watcher.run(self.trainer.ckpt, saves)
+        self.trainer.wait()
+        latencies = self.watcher.latencies
+        self.figures["checkpoint written -> get() has it (median of 8)"] = statistics.median(
+            latencies
+        )
+        self.figures["checkpoint written -> get() has it (max of 8)"] = max(latencies)
 
     def run(self):
         start = time.perf_counter()
@@ -75,6 +144,7 @@ class Bench(Flow):
         moved = sum(b for _, b in self.getter.timings)
         self.figures["unchanged get() of 1,000 files (median of 20)"] = statistics.median(seconds)
         self.figures["bytes moved by those 20 gets"] = moved
+        self.background()
 
 
 def main() -> None:

@@ -342,3 +342,16 @@ def test_ctrl_c_stops_every_work_which_persists_and_exits_130(launch_dir, execut
     store.checkout("root.train", "ckpt", out, version=latest.number)
     data = (out / "model.bin").read_bytes()
     assert data == data[:1] * rt_apps.MIB and data[0] >= 2  # persisted, and whole
+
+
+def test_the_demo_serves_each_new_checkpoint_moving_only_changed_layers(launch_dir):
+    done = run_example("share_checkpoint.py", launch_dir)
+    assert done.returncode == 0, done.stderr
+    served = [line for line in done.stdout.splitlines() if "server: now serving" in line]
+    assert len(served) >= 2
+    assert "moved 9 files, 16.0 MiB of 16.0 MiB" in served[0]  # the first fetch is whole
+    for line in served[1:]:  # afterwards only the rewritten layers (and meta.json) move
+        assert "16.0 MiB of" not in line and "of 16.0 MiB" in line
+    assert "now serving step 30" in served[-1]
+    log = done.stdout.split("$ cas log root.train checkpoints/latest")[1]
+    assert len([line for line in log.splitlines() if "16.0 MiB" in line]) == len(served)
