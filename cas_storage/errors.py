@@ -64,6 +64,10 @@ class InvalidManifest(CasError, ValueError):
     """A manifest is malformed or names something unsafe (``..``, absolute, NUL)."""
 
 
+class InvalidName(CasError, ValueError):
+    """A local file's name cannot be stored as it is (e.g. it is not valid UTF-8)."""
+
+
 class SourceChanged(CasError):
     """A file kept changing while it was being snapshotted."""
 

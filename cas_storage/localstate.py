@@ -151,6 +151,8 @@ class LocalState:
     def under(self, root: str) -> dict[str, Known]:
         """Every cached file at or below absolute path ``root``, in one query."""
         root = root.rstrip("/") or "/"
+        if not _encodable(root):
+            return {}  # nothing below a path that is not UTF-8 was ever cached
         try:
             rows = self.conn.execute(
                 f"SELECT {_STAT_COLUMNS} FROM stat_cache WHERE path = ? OR (path > ? AND path < ?)",
@@ -195,6 +197,11 @@ class LocalState:
             self._write("DELETE FROM stat_cache WHERE path = ?", [(p,) for p in paths])
 
     def _write(self, sql: str, rows: Sequence[tuple[object, ...]]) -> None:
+        # A path that is not valid UTF-8 (a file name in another encoding) cannot be a
+        # key here: it is simply not cached, like a file never seen.
+        rows = [r for r in rows if all(_encodable(v) for v in r if isinstance(v, str))]
+        if not rows:
+            return
         # The store is already written when the cache is updated: a cache that cannot be
         # written must not turn a finished snapshot or checkout into an error.
         try:
@@ -206,6 +213,8 @@ class LocalState:
     # -- checkout records -------------------------------------------------
     def checkout_of(self, dest: str, store_id: str) -> str | None:
         """Manifest digest that ``dest`` was last checked out to from this store."""
+        if not _encodable(dest):
+            return None
         try:
             row = self.conn.execute(
                 "SELECT manifest FROM checkouts WHERE dest = ? AND store_id = ?", (dest, store_id)
@@ -273,3 +282,13 @@ def _known(row: tuple[Any, ...]) -> Known | None:
         if not all(is_digest(d) and type(n) is int for d, n in parsed):
             return None
     return Known(dev, ino, size, mtime_ns, ctime_ns, recorded_ns, digest, parsed)
+
+
+def _encodable(text: str) -> bool:
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

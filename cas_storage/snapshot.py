@@ -27,7 +27,7 @@ from typing import BinaryIO
 
 from . import chunking
 from .catalog import Catalog, Version
-from .errors import CasError, SourceChanged, VersionExists, not_found
+from .errors import CasError, InvalidName, SourceChanged, VersionExists, not_found
 from .hashing import Hasher, digest_bytes
 from .localstate import Known, known_from_stat
 from .manifest import (
@@ -179,9 +179,30 @@ def _needs(known: Known) -> set[str]:
     return {d for d, _ in known.chunks} if known.chunks else {known.digest}
 
 
+def _check_name(source: str, rel: str, target: str | None = None) -> None:
+    """Refuse, naming it, a file whose name (or link target) is not valid UTF-8.
+
+    Manifests hold names as UTF-8 text; such a name could not be restored
+    byte-exactly, so nothing is recorded rather than something different.
+    """
+    text = rel if target is None else target
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raw = os.fsencode(os.path.join(source, rel))
+        what = "its name" if target is None else f"its link target {os.fsencode(target)!r}"
+        raise InvalidName(
+            f"cannot snapshot {raw!r}: {what} is not valid UTF-8; rename it (or move it out "
+            "of the folder) and snapshot again"
+        ) from None
+
+
 def _dir_entries(reader: _Reader, source: str) -> list[Entry]:
     entries = []
     found = walk(source)
+    for rel in found:
+        if not rel.isascii():
+            _check_name(source, rel)
     is_file = stat.S_ISREG
     reader.progress.start(
         total_bytes=sum(st.st_size for st in found.values() if is_file(st.st_mode))
@@ -201,6 +222,8 @@ def _dir_entries(reader: _Reader, source: str) -> list[Entry]:
                 target = os.readlink(full)
             except FileNotFoundError:
                 continue  # removed during the walk: not part of the tree any more
+            if not target.isascii():
+                _check_name(source, rel, target)
             if link_stays_inside(rel, target):
                 entries.append(Entry(rel, SYMLINK, 0o777, target=target))
             else:
