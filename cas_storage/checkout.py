@@ -42,7 +42,7 @@ from .localstate import Known, LocalState, known_from_stat
 from .manifest import DIR, FILE, SYMLINK, Entry, Manifest
 from .objects import LocalObjects, ObjectStore, ReadAhead
 from .progress import Progress
-from .tree import LOCK_SUFFIX, STAGING_MARK, kind, walk
+from .tree import LOCK_SUFFIX, STAGING_MARK, kind, paused_gc, walk
 
 #: Files at least this large are assembled by kernel copies (``kernelcopy``); below it
 #: the system calls of a copy and a re-read cost more than passing bytes through Python.
@@ -124,7 +124,8 @@ def checkout(
         fetches = objects.read_ahead(_fetch_order(manifest, dest, known))
         with _staging(dest) as staging, fetches as writer.fetch:
             try:
-                apply(plan(dest, manifest, writer), writer, staging)
+                with paused_gc():  # 100k files: collections find no cycles, only cost
+                    apply(plan(dest, manifest, writer), writer, staging)
             finally:
                 writer.close()
         state.forget(writer.removed)
@@ -133,10 +134,14 @@ def checkout(
     return GetResult(v.number, writer.files, writer.bytes)
 
 
-def _fetch_order(manifest: Manifest, dest: str, known: dict[str, Known]) -> list[tuple[str, int]]:
+def _fetch_order(
+    manifest: Manifest, dest: str, known: dict[str, Known]
+) -> Iterator[tuple[str, int]]:
     """The objects a checkout will read, in the order it writes files: every file
-    the stat cache does not vouch for as already in place (for reading ahead)."""
-    wanted: list[tuple[str, int]] = []
+    the stat cache does not vouch for as already in place (for reading ahead).
+
+    A generator: a local store never reads ahead, and never pays its ``lstat`` per file.
+    """
     for entry in manifest.files:
         full = dest if manifest.kind == FILE else os.path.join(dest, entry.path)
         have = known.get(full)
@@ -146,8 +151,7 @@ def _fetch_order(manifest: Manifest, dest: str, known: dict[str, Known]) -> list
             # in place (it is verified before being kept); if not, it is read directly.
             if st is not None and have.describes(st):
                 continue
-        wanted += entry.chunks or ((entry.digest, entry.size),)
-    return wanted
+        yield from entry.chunks or ((entry.digest, entry.size),)
 
 
 # -- one checkout per destination; staging beside it ------------------------------
@@ -291,13 +295,14 @@ def plan(dest: str, manifest: Manifest, writer: _Writer) -> Plan:
         return Plan(dest, manifest, None, replace_top=top is not None, write=list(manifest.files))
     if not want_dir:
         current = {".": top}
-        writer._index_local(os.path.dirname(dest), {os.path.basename(dest): top})
+        writer.index_later(os.path.dirname(dest), {os.path.basename(dest): top})
     else:
         current = walk(dest)
-        writer._index_local(dest, current)
+        writer.index_later(dest, current)
     out = Plan(dest, manifest, current)
+    prefix = dest + "/"  # os.path.join per file costs more than the rest of the check
     for entry in manifest.files:
-        full = dest if entry.path == "." else os.path.join(dest, entry.path)
+        full = dest if entry.path == "." else prefix + entry.path
         have = current.get(entry.path)
         if have is None or not writer._unchanged(full, entry, have):
             out.write.append(entry)
@@ -357,6 +362,8 @@ def _apply_update(p: Plan, writer: _Writer, staging: str) -> None:
     for entry in p.chmod:
         writer.chmod(_full(dest, entry.path), entry)
     for entry in p.manifest.entries:
+        if entry.type == FILE and entry.path not in staged:
+            continue  # unchanged (or only its mode, set above)
         full = _full(dest, entry.path)
         have = current.get(entry.path)
         have_kind = kind(have) if have is not None else None
@@ -401,8 +408,10 @@ class _Writer:
         self.bytes = 0
         self.learned: dict[str, Known] = {}
         self.removed: list[str] = []
-        # digest -> (file, offset, size): content already on this disk, usable instead of a fetch.
-        self.local: dict[str, tuple[str, int, int]] = {}
+        # digest -> (file, offset, size): content already on this disk, usable instead of a
+        # fetch. Indexed on first use (``local``): an unchanged checkout never needs it.
+        self._local: dict[str, tuple[str, int, int]] = {}
+        self._to_index: list[tuple[str, dict[str, os.stat_result]]] = []
         self._sources: dict[str, BinaryIO] = {}  # open local files that chunks are read from
         self._staged: dict[str, tuple[Entry, int]] = {}  # staged file -> (entry, bytes fetched)
 
@@ -545,9 +554,21 @@ class _Writer:
         self.learned[name] = known_from_stat(st, entry.digest, entry.chunks)
 
     # -- content already on this disk ---------------------------------------
+    def index_later(self, root: str, found: dict[str, os.stat_result]) -> None:
+        """Note files under ``root`` whose chunks may serve this checkout (see ``local``)."""
+        self._to_index.append((root, found))
+
+    @property
+    def local(self) -> dict[str, tuple[str, int, int]]:
+        """Content already on this disk by digest, indexed from what the walks found."""
+        while self._to_index:
+            self._index_local(*self._to_index.pop())
+        return self._local
+
     def _index_local(self, root: str, found: dict[str, os.stat_result]) -> None:
+        prefix = root if root.endswith("/") else root + "/"
         for rel, st in found.items():
-            full = os.path.join(root, rel)
+            full = prefix + rel
             known = self.known.get(full)
             # describes(), not matches(): every local copy is re-hashed before use, so a
             # file written moments ago (inside the racy window) still serves its chunks.
@@ -556,10 +577,10 @@ class _Writer:
             if known.chunks:
                 offset = 0
                 for digest, size in known.chunks:
-                    self.local.setdefault(digest, (full, offset, size))
+                    self._local.setdefault(digest, (full, offset, size))
                     offset += size
             else:
-                self.local.setdefault(known.digest, (full, 0, known.size))
+                self._local.setdefault(known.digest, (full, 0, known.size))
 
     def close(self) -> None:
         for stream in self._sources.values():

@@ -268,7 +268,7 @@ class Manifest:
             else:
                 raise InvalidManifest(f"{entry.path!r} has unknown type {entry.type!r}")
         for entry in self.entries:
-            parent = posixpath.dirname(entry.path)
+            parent = entry.path.rpartition("/")[0]  # posixpath.dirname, for valid names
             # Every parent must be listed as a folder: a file or symlink there (or one
             # already on the destination disk) would let a checkout write through it.
             if parent and types.get(parent) != DIR:
@@ -291,9 +291,15 @@ def _replace_path(entry: Entry, path: str) -> Entry:
     return Entry(path, entry.type, entry.mode, entry.size, entry.digest, entry.chunks, entry.target)
 
 
+#: NUL, or an empty, ``.`` or ``..`` component (a leading ``/`` is an empty one).
+_BAD_NAME = re.compile(r"\x00|(?:^|/)\.{0,2}(?:/|$)")
+
+
 def _validate_name(path: str) -> None:
     if not isinstance(path, str) or not path:
         raise InvalidManifest(f"empty or non-text entry name {path!r}")
+    if _BAD_NAME.search(path) is None:
+        return  # one regex for the common case; the checks below say what is wrong
     if "\0" in path:
         raise InvalidManifest(f"entry name {path!r} contains NUL")
     if path.startswith("/"):

@@ -18,15 +18,25 @@ import secrets
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from types import ModuleType
 from typing import TYPE_CHECKING
 
-from . import remote
 from .errors import CorruptObject, MissingObject
 from .hashing import digest_bytes, is_digest
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future
+
     import fsspec
+
+
+def _remote() -> ModuleType:
+    """The fsspec helpers, imported on first use: they import asyncio (~50 ms), which
+    no command on a local store needs at start-up."""
+    from . import remote
+
+    return remote
+
 
 TEMP_MARK = ".tmp-"
 #: Object temp files older than this belong to a dead writer (no write takes this long).
@@ -59,12 +69,12 @@ class ObjectStore:
         return f"{self.dir}/{digest[:2]}/{digest[2:]}"  # posixpath.join, 3x faster
 
     def has(self, digest: str) -> bool:
-        return remote.exists(self.fs, self.path(digest))
+        return _remote().exists(self.fs, self.path(digest))
 
     def missing(self, digests: Iterable[str]) -> set[str]:
         """Which of ``digests`` the store does not hold: one batch of listings on S3."""
         where = {self.path(d): d for d in set(digests)}
-        return {where[p] for p in remote.absent(self.fs, self.dir, where)}
+        return {where[p] for p in _remote().absent(self.fs, self.dir, where)}
 
     def touch(self, digest: str) -> bool:
         """Mark a present object as just used (gc spares recent objects); False if absent.
@@ -93,13 +103,13 @@ class ObjectStore:
         refuses the write, which is success (same name, same bytes).
         """
         digest = digest or digest_bytes(data)
-        remote.put(self.fs, self.path(digest), bytes(data))
+        _remote().put(self.fs, self.path(digest), bytes(data))
         return digest
 
     def read(self, digest: str, verify: bool = True, where: str = "") -> bytes:
         """The object's bytes; with ``verify``, raise ``CorruptObject`` on a mismatch."""
         try:
-            data = remote.read(self.fs, self.path(digest))
+            data = _remote().read(self.fs, self.path(digest))
         except FileNotFoundError:
             raise MissingObject(digest, where) from None
         if verify and (got := digest_bytes(data)) != digest:
@@ -107,7 +117,7 @@ class ObjectStore:
         return data
 
     def delete(self, digest: str) -> None:
-        remote.delete_many(self.fs, [self.path(digest)])
+        _remote().delete_many(self.fs, [self.path(digest)])
 
     def __iter__(self) -> Iterator[str]:
         """Every stored digest (order unspecified)."""
@@ -115,7 +125,7 @@ class ObjectStore:
 
     def inventory(self) -> Iterator[tuple[str, int, float]]:
         """``(digest, size, time written)`` of every stored object, from listings alone."""
-        for entry in remote.listing(self.fs, self.dir + "/"):
+        for entry in _remote().listing(self.fs, self.dir + "/"):
             fan, rest = entry.path.rsplit("/", 2)[-2:]
             if is_digest(fan + rest):
                 yield fan + rest, entry.size, entry.modified or 0.0
@@ -146,25 +156,25 @@ class ObjectStore:
 
         Returns when the store says it was written (its clock).
         """
-        return remote.create(self.fs, posixpath.join(self.root, name), data).timestamp()
+        return _remote().create(self.fs, posixpath.join(self.root, name), data).timestamp()
 
     def refresh_record(self, name: str, data: bytes) -> bool:
         """Renew record ``name``'s time (the holder is alive); ``False`` if it is gone."""
-        return remote.replace_existing(self.fs, posixpath.join(self.root, name), data)
+        return _remote().replace_existing(self.fs, posixpath.join(self.root, name), data)
 
     def records(self, folder: str) -> dict[str, float]:
         """``{record name: time written, on the store's clock}`` of records in ``folder``."""
         out = {}
-        for entry in remote.listing(self.fs, posixpath.join(self.root, folder) + "/"):
+        for entry in _remote().listing(self.fs, posixpath.join(self.root, folder) + "/"):
             name = posixpath.join(folder, posixpath.basename(entry.path))
             out[name] = entry.modified or 0.0
         return out
 
     def read_record(self, name: str) -> bytes:
-        return remote.read(self.fs, posixpath.join(self.root, name))
+        return _remote().read(self.fs, posixpath.join(self.root, name))
 
     def delete_record(self, name: str) -> None:
-        remote.delete_many(self.fs, [posixpath.join(self.root, name)])
+        _remote().delete_many(self.fs, [posixpath.join(self.root, name)])
 
     def store_time(self) -> float:
         """Now, on the store's clock: the time the store gives a record written for it."""
@@ -203,7 +213,9 @@ class _BatchedPuts(ObjectStore):
 
     def __init__(self, parent: ObjectStore) -> None:
         super().__init__(parent.fs, parent.root)
-        self._pool = ThreadPoolExecutor(remote.CONCURRENCY, thread_name_prefix="cas-put")
+        from concurrent.futures import ThreadPoolExecutor  # imports logging: only when used
+
+        self._pool = ThreadPoolExecutor(_remote().CONCURRENCY, thread_name_prefix="cas-put")
         self._budget = _Budget(BATCH_BYTES)
         self._queued: set[str] = set()
         self._pending: list[Future[None]] = []
@@ -221,7 +233,7 @@ class _BatchedPuts(ObjectStore):
 
     def _put(self, body: bytes, digest: str) -> None:
         try:
-            remote.put(self.fs, self.path(digest), body)
+            _remote().put(self.fs, self.path(digest), body)
         finally:
             self._budget.give(len(body))
 
@@ -262,7 +274,9 @@ class ReadAhead:
         self.objects = objects
         self._wanted = wanted
         self._budget = _Budget(BATCH_BYTES)
-        self._pool = ThreadPoolExecutor(remote.CONCURRENCY, thread_name_prefix="cas-read")
+        from concurrent.futures import ThreadPoolExecutor  # imports logging: only when used
+
+        self._pool = ThreadPoolExecutor(_remote().CONCURRENCY, thread_name_prefix="cas-read")
         self._fetches: dict[int, Future[bytes | None]] = {}
         self._next = 0  # the next position to fetch
         self._done = 0  # positions before this one were read or skipped

@@ -10,7 +10,16 @@ import json
 import subprocess
 import sys
 
-HEAVY = ("fsspec", "sqlite_utils", "dulwich", "cas_storage.drive", "cas_storage.gitexport")
+HEAVY = (
+    "fsspec",
+    "sqlite_utils",
+    "dulwich",
+    "asyncio",  # via the fsspec helpers (remote.py)
+    "logging",  # via concurrent.futures
+    "cas_storage.drive",
+    "cas_storage.gitexport",
+    "cas_storage.remote",
+)
 
 
 def loaded_after(code: str) -> set[str]:
