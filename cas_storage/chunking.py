@@ -7,8 +7,10 @@ Files of at most ``THRESHOLD`` bytes are stored whole.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
-from typing import BinaryIO
+from importlib.util import find_spec
+from typing import Any, BinaryIO
 
 AVG_SIZE = 512 * 1024
 MIN_SIZE = AVG_SIZE // 4
@@ -16,13 +18,18 @@ MAX_SIZE = AVG_SIZE * 4
 #: Files up to this size are one object; larger ones are chunked.
 THRESHOLD = MAX_SIZE
 
-try:
-    from pyfastcdc.cy import FastCDC as _FastCDC
+# pyfastcdc is imported on the first large file, not with this module: it pulls in
+# typing_extensions (~0.1 s), which commands that chunk nothing should not pay for.
+CHUNKER = f"fastcdc2020-{AVG_SIZE}" if find_spec("pyfastcdc") else f"fixed-{AVG_SIZE}"
 
-    CHUNKER = f"fastcdc2020-{AVG_SIZE}"
-except ImportError:  # pragma: no cover - only without a compiled wheel
-    _FastCDC = None
-    CHUNKER = f"fixed-{AVG_SIZE}"
+
+@functools.cache
+def _fastcdc() -> Any:
+    try:
+        from pyfastcdc.cy import FastCDC
+    except ImportError:  # pragma: no cover - only without a compiled wheel
+        return None
+    return FastCDC
 
 
 def chunks(stream: BinaryIO) -> Iterator[memoryview]:
@@ -32,10 +39,11 @@ def chunks(stream: BinaryIO) -> Iterator[memoryview]:
     >>> sum(len(c) for c in chunks(io.BytesIO(bytes(3_000_000))))
     3000000
     """
-    if _FastCDC is None:
+    fastcdc = _fastcdc()
+    if fastcdc is None:
         while block := stream.read(AVG_SIZE):
             yield memoryview(block)
         return
-    cutter = _FastCDC(AVG_SIZE, min_size=MIN_SIZE, max_size=MAX_SIZE)
+    cutter = fastcdc(AVG_SIZE, min_size=MIN_SIZE, max_size=MAX_SIZE)
     for chunk in cutter.cut_stream(stream):
         yield chunk.data

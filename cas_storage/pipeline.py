@@ -10,8 +10,8 @@ manifest still stores every object before the manifest that needs it.
 
 from __future__ import annotations
 
+import queue
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
 from types import TracebackType
 
 from .objects import ObjectStore
@@ -19,12 +19,15 @@ from .objects import ObjectStore
 #: Writer threads. Two overlap one write's system calls with another's on this
 #: 2-core machine; more only queue on the same disk.
 WORKERS = 2
-#: Writes in flight at most (each holds one chunk, at most ``chunking.MAX_SIZE``).
+#: Writes queued at most (each holds one chunk, at most ``chunking.MAX_SIZE``).
 DEPTH = 16
 
 
 class BackgroundPuts:
     """``objects.put`` on worker threads; each digest is written at most once.
+
+    Plain threads and a bounded queue, not ``concurrent.futures``: that imports
+    ``logging``, a noticeable share of every command's start-up.
 
     >>> import fsspec
     >>> from cas_storage.hashing import digest_bytes
@@ -37,34 +40,38 @@ class BackgroundPuts:
 
     def __init__(self, objects: ObjectStore, workers: int = WORKERS, depth: int = DEPTH) -> None:
         self.objects = objects
-        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="cas-put")
-        self._slots = threading.BoundedSemaphore(depth)
+        self._queue: queue.Queue[tuple[bytes, str] | None] = queue.Queue(depth)
         self._sent: set[str] = set()
-        self._pending: set[Future[str]] = set()
-        self._lock = threading.Lock()
         self._failure: BaseException | None = None
+        self._workers = [
+            threading.Thread(target=self._work, name=f"cas-put-{i}", daemon=True)
+            for i in range(workers)
+        ]
+        for worker in self._workers:
+            worker.start()
 
     def put(self, data: bytes, digest: str) -> None:
         """Queue ``data`` (an immutable copy: it is written later) to be stored as ``digest``.
 
-        Blocks while ``DEPTH`` writes are in flight; raises the failure of an earlier one.
+        Blocks while ``DEPTH`` writes wait; raises the failure of an earlier one.
         """
         self._raise_failure()
         if digest in self._sent:
             return
         self._sent.add(digest)
-        self._slots.acquire()
-        future = self._pool.submit(self.objects.put, data, digest)
-        with self._lock:
-            self._pending.add(future)
-        future.add_done_callback(self._finished)
+        self._queue.put((data, digest))
 
-    def _finished(self, future: Future[str]) -> None:
-        with self._lock:
-            self._pending.discard(future)
-            if future.exception() is not None and self._failure is None:
-                self._failure = future.exception()
-        self._slots.release()
+    def _work(self) -> None:
+        while (item := self._queue.get()) is not None:
+            try:
+                if self._failure is None:  # after a failure, only drain the queue
+                    self.objects.put(*item)
+            except BaseException as exc:  # handed to the caller's thread by drain/put
+                if self._failure is None:
+                    self._failure = exc
+            finally:
+                self._queue.task_done()
+        self._queue.task_done()
 
     def _raise_failure(self) -> None:
         if self._failure is not None:
@@ -72,18 +79,15 @@ class BackgroundPuts:
 
     def drain(self) -> None:
         """Wait for every queued write; raise the first that failed."""
-        while True:
-            with self._lock:
-                pending = list(self._pending)
-            if not pending:
-                break
-            for future in pending:
-                future.exception()  # waits; failures are recorded by _finished
+        self._queue.join()
         self._raise_failure()
 
     def close(self) -> None:
-        """Wait for what is in flight (nothing keeps writing after we return) and stop."""
-        self._pool.shutdown(wait=True)
+        """Wait for what is queued (nothing keeps writing after we return) and stop."""
+        for _ in self._workers:
+            self._queue.put(None)
+        for worker in self._workers:
+            worker.join()
 
     def __enter__(self) -> BackgroundPuts:
         return self
