@@ -25,9 +25,11 @@ import contextlib
 import errno
 import fcntl
 import os
+import queue
 import secrets
 import shutil
 import stat
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -510,32 +512,74 @@ class _Writer:
         if entry.size < KERNEL_COPY_MIN or not isinstance(self.objects, LocalObjects):
             return None
         pieces = entry.chunks or ((entry.digest, entry.size),)
-        fetched = offset = 0
+        # Where each piece comes from, decided here: (local file or object, offset, size).
+        plan: list[tuple[str, int, int, bool]] = []
+        fetched = 0
         for digest, size in pieces:
             where = self.local.get(digest)
+            if where is not None:
+                plan.append((where[0], where[1], size, True))
+            else:
+                plan.append((self.objects.path(digest), 0, size, False))
+                fetched += size
+        if len(plan) == 1 and not plan[0][3]:
+            return self._clone_or_copy(fd, plan[0][0], entry, fetched)
+        # Two cores: a thread copies piece after piece in the kernel while this one
+        # hashes what is already written (both mostly in system calls or C).
+        copied: queue.SimpleQueue[int | None] = queue.SimpleQueue()
+        failure: list[BaseException] = []
+
+        def copy_pieces() -> None:
+            offset = 0
             try:
-                if where is not None:
-                    copied = kernelcopy.copy_range(
-                        self._source(where[0]), fd, size, where[1], offset
-                    )
-                else:
-                    with open(self.objects.path(digest), "rb") as obj:
-                        whole_file = len(pieces) == 1
-                        if whole_file and kernelcopy.clone(obj.fileno(), fd):
-                            copied = os.fstat(fd).st_size
-                        else:
-                            copied = kernelcopy.copy_range(obj.fileno(), fd, size, 0, offset)
-                    fetched += size
+                for path, start, size, local in plan:
+                    if local:
+                        n = kernelcopy.copy_range(self._source(path), fd, size, start, offset)
+                    else:
+                        with open(path, "rb") as obj:
+                            n = kernelcopy.copy_range(obj.fileno(), fd, size, start, offset)
+                    if n != size:
+                        break
+                    offset += size
+                    copied.put(size)
             except FileNotFoundError:
-                return None  # a missing object: the verified path raises MissingObject
-            if copied != size:
-                return None
-            offset += size
-            # (A file that then fails to verify is written again and counted twice: rare.)
-            self.progress.advance(0, size)
+                pass  # a missing object: the verified path raises MissingObject
+            except BaseException as exc:
+                failure.append(exc)
+            copied.put(None)
+
+        copier = threading.Thread(target=copy_pieces, name="cas-copy")
+        copier.start()
+        hasher, hashed = Hasher(), 0
+        try:
+            while (size := copied.get()) is not None:
+                hashed += kernelcopy.hash_range(fd, hasher, hashed, size)
+                # (A file that then fails to verify is written again and counted twice: rare.)
+                self.progress.advance(0, size)
+        finally:
+            copier.join()
+        if failure:
+            raise failure[0]
+        if hashed != entry.size or hasher.hexdigest() != entry.digest:
+            return None
+        return fetched if os.fstat(fd).st_size == entry.size else None
+
+    def _clone_or_copy(self, fd: int, path: str, entry: Entry, fetched: int) -> int | None:
+        """One whole object into ``fd``: a reflink where possible, else a kernel copy."""
+        try:
+            with open(path, "rb") as obj:
+                if kernelcopy.clone(obj.fileno(), fd):
+                    copied = os.fstat(fd).st_size
+                else:
+                    copied = kernelcopy.copy_range(obj.fileno(), fd, entry.size, 0, 0)
+        except FileNotFoundError:
+            return None  # a missing object: the verified path raises MissingObject
+        if copied != entry.size:
+            return None
         got, length = kernelcopy.digest_fd(fd, entry.size)
         if got != entry.digest or length != entry.size or os.fstat(fd).st_size != entry.size:
             return None
+        self.progress.advance(0, entry.size)
         return fetched
 
     def _source(self, full: str) -> int:

@@ -90,16 +90,22 @@ def _copy_by_hand(src_fd: int, dst_fd: int, count: int, src_offset: int, dst_off
     return done
 
 
-def digest_fd(fd: int, size: int) -> tuple[str, int]:
-    """Digest of the first ``size`` bytes of ``fd`` and how many it had (positional reads)."""
-    hasher = Hasher()
-    buffer = bytearray(min(BLOCK_SIZE, max(size, 1)))
+def hash_range(fd: int, hasher: Hasher, offset: int, count: int) -> int:
+    """Feed ``count`` bytes of ``fd`` from ``offset`` to ``hasher``; return how many there were."""
+    buffer = bytearray(min(BLOCK_SIZE, max(count, 1)))
     view = memoryview(buffer)
-    offset = 0
-    while offset < size:
-        n = os.preadv(fd, [view[: min(len(buffer), size - offset)]], offset)
+    done = 0
+    while done < count:
+        n = os.preadv(fd, [view[: min(len(buffer), count - done)]], offset + done)
         if n == 0:
             break
         hasher.update(view[:n])
-        offset += n
-    return hasher.hexdigest(), offset
+        done += n
+    return done
+
+
+def digest_fd(fd: int, size: int) -> tuple[str, int]:
+    """Digest of the first ``size`` bytes of ``fd`` and how many it had (positional reads)."""
+    hasher = Hasher()
+    length = hash_range(fd, hasher, 0, size)
+    return hasher.hexdigest(), length
