@@ -14,7 +14,7 @@ import queue
 import threading
 from types import TracebackType
 
-from .objects import ObjectStore
+from .objects import LocalObjects, ObjectStore
 
 #: Writer threads. Two overlap one write's system calls with another's on this
 #: 2-core machine; more only queue on the same disk.
@@ -38,7 +38,13 @@ class BackgroundPuts:
     b'hello'
     """
 
-    def __init__(self, objects: ObjectStore, workers: int = WORKERS, depth: int = DEPTH) -> None:
+    def __init__(
+        self, objects: ObjectStore, workers: int | None = None, depth: int = DEPTH
+    ) -> None:
+        if workers is None:
+            # Other stores queue their own puts (``ObjectStore.batch``) and are not
+            # meant to be called from several threads: there this writes inline.
+            workers = WORKERS if isinstance(objects, LocalObjects) else 0
         self.objects = objects
         self._queue: queue.Queue[tuple[bytes, str] | None] = queue.Queue(depth)
         self._sent: set[str] = set()
@@ -59,7 +65,10 @@ class BackgroundPuts:
         if digest in self._sent:
             return
         self._sent.add(digest)
-        self._queue.put((data, digest))
+        if self._workers:
+            self._queue.put((data, digest))
+        else:
+            self.objects.put(data, digest)
 
     def _work(self) -> None:
         while (item := self._queue.get()) is not None:
