@@ -513,17 +513,17 @@ class _Writer:
             return None
         pieces = entry.chunks or ((entry.digest, entry.size),)
         # Where each piece comes from, decided here: (local file or object, offset, size).
-        plan: list[tuple[str, int, int, bool]] = []
+        sources: list[tuple[str, int, int, bool]] = []
         fetched = 0
         for digest, size in pieces:
             where = self.local.get(digest)
             if where is not None:
-                plan.append((where[0], where[1], size, True))
+                sources.append((where[0], where[1], size, True))
             else:
-                plan.append((self.objects.path(digest), 0, size, False))
+                sources.append((self.objects.path(digest), 0, size, False))
                 fetched += size
-        if len(plan) == 1 and not plan[0][3]:
-            return self._clone_or_copy(fd, plan[0][0], entry, fetched)
+        if len(sources) == 1 and not sources[0][3]:
+            return self._clone_or_copy(fd, sources[0][0], entry, fetched)
         # Two cores: a thread copies piece after piece in the kernel while this one
         # hashes what is already written (both mostly in system calls or C).
         copied: queue.SimpleQueue[int | None] = queue.SimpleQueue()
@@ -532,7 +532,7 @@ class _Writer:
         def copy_pieces() -> None:
             offset = 0
             try:
-                for path, start, size, local in plan:
+                for path, start, size, local in sources:
                     if local:
                         n = kernelcopy.copy_range(self._source(path), fd, size, start, offset)
                     else:
