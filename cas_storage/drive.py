@@ -40,10 +40,12 @@ Examples:
 
 from __future__ import annotations
 
+import builtins
 import errno
 import os
 import pathlib
 import time
+from typing import Any
 
 from . import context
 from .catalog import Version
@@ -76,11 +78,11 @@ class Drive:
         self.allow_duplicates = bool(allow_duplicates)
 
     # Only the id and the flag travel: the store and the caller come from the context.
-    def __getstate__(self) -> dict:
+    def __getstate__(self) -> dict[str, Any]:
         return {"id": self.id, "allow_duplicates": self.allow_duplicates}
 
-    def __setstate__(self, state: dict) -> None:
-        self.__init__(state["id"], state.get("allow_duplicates", False))
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        Drive.__init__(self, state["id"], state.get("allow_duplicates", False))
 
     def __repr__(self) -> str:
         extra = ", allow_duplicates=True" if self.allow_duplicates else ""
@@ -129,7 +131,9 @@ class Drive:
             store.release(self._claim_name(k), ctx.name)
         return version
 
-    def list(self, path: str | os.PathLike[str] = ".", component_name: str | None = None):
+    def list(
+        self, path: str | os.PathLike[str] = ".", component_name: str | None = None
+    ) -> builtins.list[str]:
         """Names directly under ``path``, merged across owners (or only ``component_name``'s).
 
         ``[]`` for an empty drive. Raises ``FileNotFoundError`` if no owner has
@@ -251,7 +255,8 @@ class Drive:
     def _claim_name(self, key: str) -> str:
         return f"{self._work('')}{key}"
 
-    def _owners(self, store: Store, component_name: str | None) -> list[str]:
+    # ``builtins.list``: inside the class, ``list`` is the method above.
+    def _owners(self, store: Store, component_name: str | None) -> builtins.list[str]:
         if component_name is not None:
             return [component_name]
         prefix = self._work("")
@@ -269,7 +274,7 @@ class Drive:
         who = f"{component_name} has" if component_name else "no work has"
         return f"{self.id}: {who} put this into the drive"
 
-    def _taken(self, key: str, owners: list[str]) -> FileExistsError:
+    def _taken(self, key: str, owners: builtins.list[str]) -> FileExistsError:
         return FileExistsError(
             errno.EEXIST,
             f"{self.id}: already put by {', '.join(owners)} "
