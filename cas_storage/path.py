@@ -14,7 +14,7 @@ import errno
 import os
 import pathlib
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from . import context
 from .catalog import Version
@@ -22,14 +22,17 @@ from .checkout import GetResult
 from .keys import LIT_PREFIX, key_under, normalize_key, strip_lit
 
 PREFIX = LIT_PREFIX
-_Concrete = type(pathlib.Path())  # PosixPath here; pathlib.Path itself lacks a flavour <3.12
+if TYPE_CHECKING:  # to a type checker, the concrete class is a pathlib.Path like any other
+    _Concrete = pathlib.Path
+else:
+    _Concrete = type(pathlib.Path())  # PosixPath here; pathlib.Path itself lacks a flavour <3.12
 
 
 def _strip(arg: Any) -> Any:
     return strip_lit(arg) if isinstance(arg, str) else arg
 
 
-def _inherited_origin(args: tuple) -> str:
+def _inherited_origin(args: tuple[Any, ...]) -> str:
     for arg in args:
         if isinstance(arg, Path) and arg._origin_name:
             return arg._origin_name
@@ -61,7 +64,7 @@ class Path(_Concrete):
         def with_segments(self, *segments: Any) -> Path:
             return Path(*segments, origin=self._origin_name)
 
-    def __reduce__(self) -> tuple:
+    def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild, (str(self), self._origin_name))
 
     def __rtruediv__(self, other: Any) -> Path:
@@ -215,11 +218,14 @@ if sys.version_info < (3, 12):
     for _name in ("iterdir", "glob", "rglob"):
         _wrap_iter(_name)
 
+    _base_parent = cast(property, _Concrete.parent)
+    _base_parents = cast(property, _Concrete.parents)
+
     def _parent(self: Path) -> Path:
-        return _adopt(_Concrete.parent.fget(self), self._origin_name)
+        return cast(Path, _adopt(_base_parent.__get__(self), self._origin_name))
 
-    def _parents(self: Path) -> tuple:
-        return tuple(_adopt(p, self._origin_name) for p in _Concrete.parents.fget(self))
+    def _parents(self: Path) -> tuple[Path, ...]:
+        return tuple(_adopt(p, self._origin_name) for p in _base_parents.__get__(self))
 
-    Path.parent = property(_parent, doc=_Concrete.parent.__doc__)
-    Path.parents = property(_parents, doc=_Concrete.parents.__doc__)
+    Path.parent = property(_parent, doc=_base_parent.__doc__)  # type: ignore[assignment,method-assign]
+    Path.parents = property(_parents, doc=_base_parents.__doc__)  # type: ignore[assignment,method-assign]
