@@ -151,35 +151,43 @@ class RayOrigins:
         except ValueError:
             raise OriginUnavailable(origin) from None
         try:  # a dead actor's name may still resolve for a moment: ask it
-            ray.get(actor.where.remote(), timeout=self.timeout)
+            where = ray.get(actor.where.remote(), timeout=self.timeout)
         except RayActorError:
             raise OriginUnavailable(origin) from None
         except GetTimeoutError:
             raise OriginError(f"{origin} did not answer within {self.timeout:g} s") from None
+        if not where["installed"]:  # its actor is up, but the work never ran yet
+            raise OriginUnavailable(origin)
         return actor
 
 
 class _WorkActor:
     """One work inside its actor. Methods outside the default group run beside ``run``."""
 
-    def __init__(self, setup: RaySetup, payload: bytes) -> None:
-        base = setup.base()
+    def __init__(self, setup: RaySetup) -> None:
+        self.setup = setup
         self.name = setup.name
-        self.root = os.path.join(base, "works", setup.name)
+        self.base = setup.base()
+        self.root = os.path.join(self.base, "works", setup.name)
+        self.runtime: WorkRuntime | None = None  # the work, once the app sends it
+        self.run_thread: int | None = None  # the thread executing a call, while one runs
+
+    def install(self, payload: bytes) -> None:
+        """Receive the work (at its first use, as the flow has it then) and set it up."""
         self.runtime = WorkRuntime(
-            setup.name,
+            self.name,
             pickle.loads(payload),
             self.root,
-            setup.store_url,
-            os.path.join(base, "state", f"{setup.name}.db"),
-            RayOrigins(setup.namespace),
+            self.setup.store_url,
+            os.path.join(self.base, "state", f"{self.name}.db"),
+            RayOrigins(self.setup.namespace),
         )
-        self.run_thread: int | None = None  # the thread executing a call, while one runs
 
     def __repr__(self) -> str:  # Ray prefixes the actor's printed lines with this
         return self.name
 
     def run(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Outcome:
+        assert self.runtime is not None, "install() first"
         self.run_thread = threading.get_ident()
         try:
             return self.runtime.run(args, kwargs)
@@ -190,24 +198,29 @@ class _WorkActor:
 
     @ray.method(concurrency_group="requests")
     def answer(self, op: str, key: str) -> Any:
+        if self.runtime is None:
+            raise OriginUnavailable(self.name)
         return self.runtime.answer(op, key)
 
     @ray.method(concurrency_group="control")
     def where(self) -> dict[str, Any]:
-        """Where this work runs: node id, root, pid (also the liveness probe)."""
+        """Where this work runs: node id, root, pid, whether it has its work (the probe)."""
         return {
             "node": ray.get_runtime_context().get_node_id(),
             "root": self.root,
             "pid": os.getpid(),
+            "installed": self.runtime is not None,
         }
 
     @ray.method(concurrency_group="control")
     def state(self) -> dict[str, Any]:
+        assert self.runtime is not None, "install() first"
         return self.runtime.state()
 
     @ray.method(concurrency_group="control")
     def stop(self) -> dict[str, Any]:
         """Interrupt a running call, wait for it to end, persist; the app then kills us."""
+        assert self.runtime is not None, "install() first"
         self.runtime.stop_requested = True
         thread = self.run_thread
         if thread is not None and self.runtime.in_user_code and not self.runtime.interrupted:
@@ -236,19 +249,29 @@ class RayHost(Host):
 
     def __init__(self, setup: RaySetup, work: Work, options: dict[str, Any]) -> None:
         self.setup, self.work, self.options = setup, work, options
-        self.actor: Any = None
+        self.actor: Any = None  # the started actor
+        self.pending: Any = None  # an actor made in advance, not sent its work yet
         self.call_ref: Any = None
         #: Where the actor runs (``node``, ``root``, ``pid``), once started.
         self.where: dict[str, Any] = {}
 
+    def prestart(self) -> None:
+        """Create the actor now: Ray places and starts it meanwhile, and ``start`` (at the
+        work's first use) only sends the work. Errors wait for ``start`` to report them."""
+        with contextlib.suppress(ValueError, TypeError):
+            self.pending = WorkActor.options(**self.options).remote(self.setup)
+
     def start(self) -> None:
         payload = _payload(self.work)
-        try:
-            actor = WorkActor.options(**self.options).remote(self.setup, payload)
-        except (ValueError, TypeError) as refused:
-            raise StartFailed(f"Ray refused its actor options: {refused}") from None
+        actor, self.pending = self.pending, None
+        if actor is None:
+            try:
+                actor = WorkActor.options(**self.options).remote(self.setup)
+            except (ValueError, TypeError) as refused:
+                raise StartFailed(f"Ray refused its actor options: {refused}") from None
         timeout = start_timeout()
         try:
+            ray.get(actor.install.remote(payload), timeout=timeout)
             self.where = ray.get(actor.where.remote(), timeout=timeout)
         except GetTimeoutError:
             ray.kill(actor)
@@ -258,7 +281,17 @@ class RayHost(Host):
             ) from None
         except RayActorError as failed:
             raise StartFailed(f"its actor failed to start:\n{failed}") from None
+        except RayTaskError as failed:
+            ray.kill(actor)
+            raise StartFailed(f"it failed to start in its actor:\n{failed}") from None
         self.actor = actor
+
+    def discard(self) -> None:
+        """End an actor made in advance for a work that never ran."""
+        if self.pending is not None:
+            with contextlib.suppress(Exception):
+                ray.kill(self.pending)
+            self.pending = None
 
     def begin(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         self.call_ref = self.actor.run.remote(args, kwargs)
@@ -331,6 +364,7 @@ class RayExecutor(Executor):
         self.launch_node = ""
         self.connected_here = False  # we called ray.init, so we shut it down
         self.printed: _PrintedLines | None = None
+        self.hosts: list[RayHost] = []
 
     def open(self, app: AppSpec) -> None:
         self.app = app
@@ -365,9 +399,14 @@ class RayExecutor(Executor):
             options = actor_options(name, work.ray_actor_options, self.namespace)
         except ValueError as refused:
             raise StartFailed(str(refused)) from None
-        return RayHost(setup, work, options)
+        host = RayHost(setup, work, options)
+        host.prestart()  # every work's actor starts at once, in parallel
+        self.hosts.append(host)
+        return host
 
     def close(self) -> None:
+        for host in self.hosts:
+            host.discard()
         if self.connected_here:
             if self.printed is not None:
                 self.printed.drain()
