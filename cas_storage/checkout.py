@@ -31,7 +31,7 @@ import shutil
 import stat
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import BinaryIO
@@ -649,7 +649,7 @@ class _Writer:
         return data if len(data) == size and digest_bytes(data) == digest else None
 
 
-def _discard(temps) -> None:
+def _discard(temps: Iterable[str]) -> None:
     for temp in list(temps):
         with contextlib.suppress(OSError):
             os.unlink(temp)

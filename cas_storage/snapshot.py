@@ -325,7 +325,8 @@ class _Reader:
                 if before.st_size <= chunking.THRESHOLD:
                     data = stream.read()
                     self.progress.advance(0, len(data))
-                    digest, chunks, size = digest_bytes(data), (), len(data)
+                    chunks: tuple[tuple[str, int], ...] = ()
+                    digest, size = digest_bytes(data), len(data)
                     self.puts.put(data, digest)
                 else:
                     digest, chunks, size = self._read_chunked(stream)
