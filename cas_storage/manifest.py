@@ -16,7 +16,7 @@ import stat
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from json.encoder import encode_basestring as _string  # what json.dumps uses for str
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from .errors import InvalidManifest, not_found
 from .hashing import digest_bytes, is_digest
@@ -55,8 +55,8 @@ class Entry(NamedTuple):
             return []
         return [d for d, _ in self.chunks] if self.chunks else [self.digest]
 
-    def to_json(self) -> dict:
-        out: dict = {"path": self.path, "type": self.type, "mode": self.mode}
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"path": self.path, "type": self.type, "mode": self.mode}
         if self.type == FILE:
             out["size"] = self.size
             out["digest"] = self.digest
@@ -84,7 +84,7 @@ class Entry(NamedTuple):
         return f'{head}"type":{_string(self.type)}}}'
 
     @classmethod
-    def from_json(cls, raw: dict) -> Entry:
+    def from_json(cls, raw: dict[str, Any]) -> Entry:
         try:
             return cls(
                 path=raw["path"],
