@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from .errors import CorruptObject, MissingObject
 from .hashing import digest_bytes, is_digest
@@ -69,7 +69,7 @@ class ObjectStore:
         return f"{self.dir}/{digest[:2]}/{digest[2:]}"  # posixpath.join, 3x faster
 
     def has(self, digest: str) -> bool:
-        return _remote().exists(self.fs, self.path(digest))
+        return cast(bool, _remote().exists(self.fs, self.path(digest)))
 
     def missing(self, digests: Iterable[str]) -> set[str]:
         """Which of ``digests`` the store does not hold: one batch of listings on S3."""
@@ -109,7 +109,7 @@ class ObjectStore:
     def read(self, digest: str, verify: bool = True, where: str = "") -> bytes:
         """The object's bytes; with ``verify``, raise ``CorruptObject`` on a mismatch."""
         try:
-            data = _remote().read(self.fs, self.path(digest))
+            data = cast(bytes, _remote().read(self.fs, self.path(digest)))
         except FileNotFoundError:
             raise MissingObject(digest, where) from None
         if verify and (got := digest_bytes(data)) != digest:
@@ -156,11 +156,15 @@ class ObjectStore:
 
         Returns when the store says it was written (its clock).
         """
-        return _remote().create(self.fs, posixpath.join(self.root, name), data).timestamp()
+        return cast(
+            float, _remote().create(self.fs, posixpath.join(self.root, name), data).timestamp()
+        )
 
     def refresh_record(self, name: str, data: bytes) -> bool:
         """Renew record ``name``'s time (the holder is alive); ``False`` if it is gone."""
-        return _remote().replace_existing(self.fs, posixpath.join(self.root, name), data)
+        return cast(
+            bool, _remote().replace_existing(self.fs, posixpath.join(self.root, name), data)
+        )
 
     def records(self, folder: str) -> dict[str, float]:
         """``{record name: time written, on the store's clock}`` of records in ``folder``."""
@@ -171,7 +175,7 @@ class ObjectStore:
         return out
 
     def read_record(self, name: str) -> bytes:
-        return _remote().read(self.fs, posixpath.join(self.root, name))
+        return cast(bytes, _remote().read(self.fs, posixpath.join(self.root, name)))
 
     def delete_record(self, name: str) -> None:
         _remote().delete_many(self.fs, [posixpath.join(self.root, name)])
@@ -344,7 +348,7 @@ class LocalObjects(ObjectStore):
         self.fsync = fsync
         self._made: set[str] = set()
 
-    @property  # type: ignore[override]
+    @property
     def fs(self) -> fsspec.AbstractFileSystem:
         """The local filesystem as fsspec sees it, for code written against ``ObjectStore``."""
         import fsspec
