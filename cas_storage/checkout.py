@@ -552,10 +552,10 @@ class _Writer:
         copier.start()
         hasher, hashed = Hasher(), 0
         try:
-            while (size := copied.get()) is not None:
-                hashed += kernelcopy.hash_range(fd, hasher, hashed, size)
+            while (piece := copied.get()) is not None:
+                hashed += kernelcopy.hash_range(fd, hasher, hashed, piece)
                 # (A file that then fails to verify is written again and counted twice: rare.)
-                self.progress.advance(0, size)
+                self.progress.advance(0, piece)
         finally:
             copier.join()
         if failure:
