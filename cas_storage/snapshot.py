@@ -322,7 +322,6 @@ class _Reader:
         for _ in range(READ_ATTEMPTS):
             with _open_file(full) as stream:
                 before = _quiet_stat(stream, full, self.quiet)
-                chunks: tuple[tuple[str, int], ...]
                 if before.st_size <= chunking.THRESHOLD:
                     data = stream.read()
                     self.progress.advance(0, len(data))
