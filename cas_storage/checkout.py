@@ -466,12 +466,12 @@ class _Writer:
             # Read-write: the kernel-copy path re-reads what it wrote to verify it.
             fd = os.open(target, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
             with open(fd, "wb") as out:
-                copied = self._copy_in_kernel(out.fileno(), entry)
-                if copied is None:
-                    os.ftruncate(out.fileno(), 0)
-                    fetched = self._copy_verified(out, entry)
-                else:
-                    fetched = copied
+                copied = None
+                if entry.size >= KERNEL_COPY_MIN and isinstance(self.objects, LocalObjects):
+                    copied = self._copy_in_kernel(out.fileno(), entry)
+                    if copied is None:  # did not verify: start again, piece by piece
+                        os.ftruncate(out.fileno(), 0)
+                fetched = self._copy_verified(out, entry) if copied is None else copied
                 os.fchmod(out.fileno(), entry.mode)
                 out.flush()
                 st = os.fstat(out.fileno())
