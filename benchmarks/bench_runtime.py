@@ -54,7 +54,9 @@ class Getter(Work):
 
 
 CHECKPOINT_BYTES = 4 * 1024 * 1024
-HEADER = struct.Struct("<qd")  # step, wall-clock time the checkpoint was written
+# step, wall-clock time the checkpoint was written (a format string, not a struct.Struct:
+# under Ray the works of this script travel by value, with the globals they use)
+HEADER = "<qd"
 
 
 class Trainer(Work):
@@ -70,7 +72,10 @@ class Trainer(Work):
         for step in range(1, saves + 1):
             time.sleep(every)
             with open(model, "r+b" if model.exists() else "wb") as out:
-                out.write(HEADER.pack(step, time.time()) + bytes(CHECKPOINT_BYTES - HEADER.size))
+                out.write(
+                    struct.pack(HEADER, step, time.time())
+                    + bytes(CHECKPOINT_BYTES - struct.calcsize(HEADER))
+                )
 
 
 class Watcher(Work):
@@ -89,7 +94,7 @@ class Watcher(Work):
                 time.sleep(0.01)
                 continue
             with open(ckpt / "model.bin", "rb") as stream:
-                step, written = HEADER.unpack(stream.read(HEADER.size))
+                step, written = struct.unpack(HEADER, stream.read(struct.calcsize(HEADER)))
             if step > seen:
                 seen = step
                 self.latencies.append(time.time() - written)

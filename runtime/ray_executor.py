@@ -338,13 +338,19 @@ class RayHost(Host):
 
 
 def _payload(work: Work) -> bytes:
-    """The work as bytes for its actor. Ray's cloudpickle sends classes defined in the
-    app's main script by value (a node's ``__main__`` is Ray's worker, not the script);
-    on failure, ``pickled`` names the attribute at fault."""
+    """The work as bytes for its actor. A class defined in the app's main script travels
+    by value (Ray's cloudpickle, with the globals it uses): a node's ``__main__`` is Ray's
+    worker, not the script. Other classes travel by reference, as with the local executor."""
+    if type(work).__module__ != "__main__":
+        return pickled(work)
     try:
         return bytes(ray.cloudpickle.dumps(work))  # type: ignore[no-untyped-call]
-    except Exception:
-        return pickled(work)
+    except Exception as exc:
+        raise StartFailed(
+            f"its class is defined in the app's main script, so it must travel to its actor "
+            f"by value, with the globals it uses, and pickling that failed: "
+            f"{type(exc).__name__}: {exc} (define the work in a module beside the script)"
+        ) from None
 
 
 def _reason(died: RayActorError) -> str:
