@@ -119,34 +119,49 @@ def test_a_holder_whose_lock_was_removed_records_nothing(tmp_path):
     assert store.versions("w", "p") == []
 
 
-def _snapshot_stream(store_dir: str, state: str, src: str, seconds: float) -> int:
+GC_RUNS = 4
+
+
+def _latest_numbers(store: Store) -> list[int]:
+    return [v[-1].number if (v := store.versions("w", f"p{i}")) else 0 for i in range(3)]
+
+
+def _snapshot_stream(store_dir: str, state: str, src: str, stop_file: str) -> int:
+    """Snapshot one path after another until ``stop_file`` appears (or 120 s pass)."""
     store = Store.open(store_dir, state=state)
     source = pathlib.Path(src)
-    count, deadline = 0, time.monotonic() + seconds
-    while time.monotonic() < deadline:
+    count, deadline = 0, time.monotonic() + 120
+    while not os.path.exists(stop_file) and time.monotonic() < deadline:
         write_exact(source, tree_for(f"stream {count % 4}"))
         store.snapshot("w", f"p{count % 3}", source)
         count += 1
+        pathlib.Path(f"{src}.started").touch()
     return count
 
 
 def test_gc_is_not_starved_by_a_stream_of_short_snapshots(tmp_path, monkeypatch):
-    store_dir = str(tmp_path / ".cas")
+    # Progress, not time: the streams run until gc has finished GC_RUNS runs among them.
+    # A starved gc fails (CAS_LOCK_WAIT) instead of waiting on; a slow machine only slows both.
+    store_dir, stop_file = str(tmp_path / ".cas"), str(tmp_path / "stop")
     store = Store.open(store_dir, state=str(tmp_path / "main.db"))
     ctx = mp.get_context("spawn")
     with ctx.Pool(2) as pool:
         pending = [
             pool.apply_async(
-                _snapshot_stream, (store_dir, str(tmp_path / f"{i}.db"), str(tmp_path / f"s{i}"), 6)
+                _snapshot_stream,
+                (store_dir, str(tmp_path / f"{i}.db"), str(tmp_path / f"s{i}"), stop_file),
             )
             for i in range(2)
         ]
-        time.sleep(1.5)  # both streams are running
-        monkeypatch.setenv("CAS_LOCK_WAIT", "20")  # a starved gc fails instead of waiting on
-        runs = 0
-        while not all(p.ready() for p in pending):
+        while not all(os.path.exists(tmp_path / f"s{i}.started") for i in range(2)):
+            assert not any(p.ready() for p in pending), [p.get() for p in pending if p.ready()]
+            time.sleep(0.05)
+        monkeypatch.setenv("CAS_LOCK_WAIT", "20")
+        before = _latest_numbers(store)
+        for _ in range(GC_RUNS):
             store.gc(keep_last=1, grace_seconds=0)
-            runs += 1
-        counts = [p.get(30) for p in pending]
-    assert runs > 3 and min(counts) > 10
+            assert not any(p.ready() for p in pending), "a stream ended while gc ran"
+        pathlib.Path(stop_file).touch()
+        counts = [p.get(60) for p in pending]
+    assert sum(_latest_numbers(store)) > sum(before) and min(counts) >= 2  # snapshots went on
     assert store.verify() == []
