@@ -97,16 +97,20 @@ class LocalHost(Host):
         self.process: Any = None
         self.conn: Connection | None = None
         self._outcome: Outcome | None = None  # a call's end, read while asking for state
+        #: A Ctrl-C interrupted a read or write on the pipe: a message may be half sent or
+        #: half read, so what follows on it is not to be trusted.
+        self.torn = False
 
     def start(self) -> None:
         payload = pickled(self.work)
         ctx = multiprocessing.get_context("spawn")
         self.conn, child = ctx.Pipe()
-        self.process = ctx.Process(
+        process = ctx.Process(
             target=child_main, args=(self.setup, payload, child), name=self.setup.name, daemon=True
         )
         try:
-            self.process.start()
+            process.start()
+            self.process = process  # only once started: stop() may join only a started one
         except Exception as exc:
             raise StartFailed(f"its process did not start: {type(exc).__name__}: {exc}") from None
         finally:
@@ -164,27 +168,37 @@ class LocalHost(Host):
         if self.process is None:
             return None
         final: dict[str, Any] | None = None
+        deadline = time.monotonic() + timeout
         if self.process.is_alive():
-            assert self.conn is not None
-            deadline = time.monotonic() + timeout
             try:
-                self.conn.send(("stop",))
-                while (left := deadline - time.monotonic()) > 0:
-                    message = self._receive(left)
-                    if message is None:
-                        break
-                    if message[0] == "stopped":
-                        final = message[1]
-                        break
-                    if message[0] == "done":
-                        self._outcome = message[1]
-            except (_Gone, OSError):
-                pass  # it died on the way out; what it persisted before stays
-        self.process.join(5)
+                final = self._ask_to_stop(deadline)
+            except Exception:
+                # The pipe cannot be trusted (a Ctrl-C cut a message in half, or the process
+                # is dying): SIGTERM is a stop too, the process persists on it and exits.
+                with contextlib.suppress(OSError):
+                    self.process.terminate()
+        self.process.join(max(deadline - time.monotonic(), 0) + 5)
         if self.process.is_alive():
             self.process.kill()
             self.process.join()
         return final
+
+    def _ask_to_stop(self, deadline: float) -> dict[str, Any] | None:
+        """Send a stop, wait for its ``stopped`` reply until ``deadline`` (None: no reply)."""
+        assert self.conn is not None
+        if self.torn:
+            raise _Gone()
+        self.conn.send(("stop",))
+        while (left := deadline - time.monotonic()) > 0:
+            message = self._receive(left)
+            if message is None:
+                raise _Gone()  # no answer in time: end it by signal
+            if message[0] == "stopped":
+                final: dict[str, Any] = message[1]
+                return final
+            if message[0] == "done":
+                self._outcome = message[1]
+        raise _Gone()
 
     def alive(self) -> bool:
         return self.process is not None and bool(self.process.is_alive())
@@ -195,11 +209,15 @@ class LocalHost(Host):
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             wait = POLL_SECONDS if deadline is None else max(0.0, deadline - time.monotonic())
-            if self.conn.poll(min(wait, POLL_SECONDS)):
-                try:
-                    return self.conn.recv()
-                except (EOFError, OSError):
-                    self.process.join(POLL_SECONDS)  # its end of the pipe closed: it is exiting
+            try:
+                if self.conn.poll(min(wait, POLL_SECONDS)):
+                    try:
+                        return self.conn.recv()
+                    except (EOFError, OSError):
+                        self.process.join(POLL_SECONDS)  # its end closed: it is exiting
+            except BaseException:
+                self.torn = True
+                raise
             if not self.process.is_alive():
                 raise _Gone()
             if deadline is not None and time.monotonic() >= deadline:

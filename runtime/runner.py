@@ -18,6 +18,8 @@ class Runner:
     def __init__(self, work: Work, name: str, host: Host) -> None:
         self.work, self.name, self.host = work, name, host
         self.started = False
+        #: ``start`` was called: a host may exist even if a Ctrl-C cut the start short.
+        self.launched = False
         self.stopped = False
         self.busy = False  # a call is in flight
         #: A background call's failure that no ``wait()`` has raised yet.
@@ -64,7 +66,7 @@ class Runner:
 
     def stop(self, timeout: float) -> None:
         """Interrupt a running call, persist, end the host. A stopped work runs no more."""
-        if self.started and not self.stopped:
+        if self.launched and not self.stopped:
             self.stopped = True
             state = self.host.stop(timeout)
             if state is not None:
@@ -83,6 +85,7 @@ class Runner:
         if self.stopped:
             raise WorkFailed(self.name, "it was stopped; a stopped work cannot run again")
         if not self.started:
+            self.launched = True  # before start: an interrupted start still gets stopped
             try:
                 self.host.start()
             except StartFailed as failed:

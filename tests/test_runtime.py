@@ -1,6 +1,7 @@
 """The runtime with real work processes: transfer, persistence, failures, timeouts."""
 
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -342,6 +343,50 @@ def test_ctrl_c_stops_every_work_which_persists_and_exits_130(launch_dir, execut
     store.checkout("root.train", "ckpt", out, version=latest.number)
     data = (out / "model.bin").read_bytes()
     assert data == data[:1] * rt_apps.MIB and data[0] >= 2  # persisted, and whole
+
+
+@pytest.mark.parametrize("executor", ["local"], indirect=True)
+def test_ctrl_c_at_any_moment_of_the_flow_stops_every_work_and_exits_130(launch_dir, executor):
+    """50 launches, 5 at a time, each interrupted at a random moment once it started its
+    first work (in a work's start, a pipe read, a sync, a sleep): each exits 130, cleanly."""
+    (launch_dir / "forever.py").write_text(
+        "from runtime import App\nimport rt_apps\napp = App(rt_apps.ForeverFlow())\n"
+    )
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.abspath(rt_apps.__file__)))
+    for batch in range(10):
+        launchers = []
+        for i in range(5):
+            cwd = launch_dir / f"round{batch}-{i}"
+            cwd.mkdir()
+            shutil.copy(launch_dir / "forever.py", cwd)
+            launchers.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "runtime", "run", "forever.py"],
+                    cwd=cwd,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                    env=env,
+                )
+            )
+        try:
+            for launcher in launchers:  # the app runs once it starts its first work
+                while not _children(launcher.pid) and launcher.poll() is None:
+                    time.sleep(0.01)
+            for launcher in launchers:
+                # Anywhere from a work's start to the flow's 50 ms polling loop.
+                time.sleep(random.uniform(0, 0.3))
+                launcher.send_signal(signal.SIGINT)
+            works = [pid for launcher in launchers for pid in _children(launcher.pid)]
+            errors = [launcher.communicate(timeout=60)[1] for launcher in launchers]
+        finally:
+            for launcher in launchers:
+                if launcher.poll() is None:
+                    launcher.kill()
+        for launcher, err in zip(launchers, errors, strict=True):
+            assert launcher.returncode == 130, err
+            assert "Traceback" not in err, err
+        assert not [pid for pid in works if _alive(pid)], "a work process was left behind"
 
 
 def test_the_demo_serves_each_new_checkpoint_moving_only_changed_layers(launch_dir):
