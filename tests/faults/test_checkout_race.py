@@ -138,15 +138,26 @@ def test_kill_9_of_cas_get_leaves_only_user_files_of_old_or_new(tmp_path):
     dest = tmp_path / "out" / "dest"
     env = {**os.environ, "CAS_STATE": state}
     rng = random.Random(int(os.environ.get("CAS_FAULT_SEED", "1")))
-    mixed = killed = 0
-    for k in range(KILLS):
-        number = 1 + k % 2
-        get = subprocess.Popen(
+
+    def start_get(number: int) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
             [sys.executable, "-m", "cas_storage.cli", "--store", store_dir, "-q", "get",
              WORK, PATH, str(dest), "--version", str(number), "--overwrite"],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )  # fmt: skip
-        time.sleep(rng.uniform(0.15, 0.9))
+
+    # Kill within the time a whole `cas get` takes on this machine now, so the kills land
+    # inside checkouts on a quiet machine and on a loaded one alike.
+    whole = []
+    for number in (1, 2):
+        started = time.monotonic()
+        assert start_get(number).wait() == 0
+        whole.append(time.monotonic() - started)
+    span = min(whole)
+    mixed = killed = 0
+    for k in range(KILLS):
+        get = start_get(1 + k % 2)
+        time.sleep(rng.uniform(0.05, 0.95) * span)
         get.send_signal(signal.SIGKILL)
         code = get.wait()
         killed += code == -signal.SIGKILL
