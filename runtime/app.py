@@ -57,6 +57,7 @@ class App:
         executor = executors.load(executors.choose(self.executor))
         executor.open(AppSpec(self.name, os.getcwd(), url, _code_dir(self.root)))
         runners = []
+        interrupted = False
         try:
             components = list(self.root.components("root"))
             rename_provisional([("root", self.root), *components])
@@ -70,10 +71,18 @@ class App:
             _install_quiet_hook()
             self.root.run()
             _wait_for(runners)
+        except KeyboardInterrupt:
+            interrupted = True  # the user is waiting: each stop gets a short deadline
+            raise
         finally:
             with _no_interrupts():
-                _stop_all(runners)
+                _stop_all(runners, INTERRUPTED_STOP_SECONDS if interrupted else request_timeout())
                 executor.close()
+
+
+#: How long each work may take to persist and stop after a Ctrl-C before its host ends it
+#: (the contract: Ctrl-C exits within a few seconds). Other endings wait the request timeout.
+INTERRUPTED_STOP_SECONDS = 10.0
 
 
 def _code_dir(root: Flow) -> str:
@@ -94,9 +103,11 @@ def _wait_for(runners: list[Runner]) -> None:
         raise failures[0]
 
 
-def _stop_all(runners: list[Runner]) -> None:
-    """Stop every work at once (each persists), not one after another."""
-    timeout = request_timeout()
+def _stop_all(runners: list[Runner], timeout: float) -> None:
+    """Stop every work at once (each persists), not one after another.
+
+    A work that has not answered its stop within ``timeout`` is terminated by its host.
+    """
     threads = [
         threading.Thread(target=runner.stop, args=(timeout,), name=f"stop {runner.name}")
         for runner in runners
