@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
+import signal
 import sys
 
 from .app import App
@@ -33,6 +34,9 @@ def load_app(filename: str) -> App:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Ctrl-C must reach the app even when the launcher inherited an ignored SIGINT
+    # (Python keeps an inherited SIG_IGN): the app turns it into an orderly stop.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     parser = argparse.ArgumentParser(prog="python -m runtime")
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="run the App defined in a Python file")
