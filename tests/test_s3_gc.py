@@ -13,21 +13,14 @@ import os
 import pathlib
 import time
 
-from faults.faultkit import read_files, tree_for, write_exact
+from faults.faultkit import read_files, write_exact
+from faults.gc_parties import PATH, WORK, cycler, open_store, reuser
 from faults.rounds import Failed, race
 
 from cas_storage import Store
 
-WORK, PATH = "root.train", "ckpt"
 ROUNDS = 20
 SNAPSHOTS = 8
-_open: dict[str, Store] = {}
-
-
-def _store(url: str, state: str) -> Store:
-    if state not in _open:
-        _open[state] = Store.open(url, state=state)
-    return _open[state]
 
 
 def _lost_objects(store: Store) -> list[str]:
@@ -43,24 +36,8 @@ def _lost_objects(store: Store) -> list[str]:
     return lost
 
 
-def _reuser(r: int, url: str, state: str, src: str) -> tuple[str, dict[str, bytes]]:
-    source = pathlib.Path(src)
-    if r % 2 == 0:
-        (source / "step.txt").write_text(f"reuser step {r}")
-    v = _store(url, state).snapshot(WORK, PATH, source)
-    return v.manifest, read_files(source)
-
-
-def _cycler(r: int, url: str, state: str, src: str) -> tuple[str, dict[str, bytes]]:
-    """Snapshot content of a version gc has just dropped, again."""
-    source = pathlib.Path(src)
-    write_exact(source, tree_for(f"older {r % 3}"))
-    v = _store(url, state).snapshot(WORK, PATH, source)
-    return v.manifest, read_files(source)
-
-
 def _collector(r: int, url: str, state: str) -> int:
-    return _store(url, state).gc(keep_last=1, grace_seconds=0).objects_deleted
+    return open_store(url, state).gc(keep_last=1, grace_seconds=0).objects_deleted
 
 
 def test_dropped_content_resnapshotted_while_gc_runs_on_s3(s3_url, tmp_path):
@@ -88,8 +65,8 @@ def test_dropped_content_resnapshotted_while_gc_runs_on_s3(s3_url, tmp_path):
 
     race(
         [
-            (_reuser, (s3_url, reuser_state, str(reuser_src))),
-            (_cycler, (s3_url, str(tmp_path / "cycler.db"), str(tmp_path / "cycler"))),
+            (reuser, (s3_url, reuser_state, str(reuser_src))),
+            (cycler, (s3_url, str(tmp_path / "cycler.db"), str(tmp_path / "cycler"))),
             (_collector, (s3_url, str(tmp_path / "gc.db"))),
         ],
         ROUNDS,

@@ -27,37 +27,15 @@ import pytest
 
 from cas_storage import Store
 from cas_storage.gc import GRACE_SECONDS
-from faults.faultkit import read_files, tree_for, verify_objects, write_exact
+from faults.faultkit import read_files, verify_objects, write_exact
+from faults.gc_parties import PATH, WORK, cycler, open_store, reuser
 from faults.rounds import Failed, race
 
 ROUNDS = 150
-WORK, PATH = "root.train", "ckpt"
-_open: dict[str, Store] = {}
-
-
-def _store(store_dir: str, state: str) -> Store:
-    if state not in _open:
-        _open[state] = Store.open(store_dir, state=state)
-    return _open[state]
-
-
-def _reuser(r: int, store_dir: str, state: str, src: str) -> tuple[str, dict[str, bytes]]:
-    source = pathlib.Path(src)
-    if r % 2 == 0:
-        (source / "step.txt").write_text(f"reuser step {r}")
-    v = _store(store_dir, state).snapshot(WORK, PATH, source)
-    return v.manifest, read_files(source)
-
-
-def _cycler(r: int, store_dir: str, state: str, src: str) -> tuple[str, dict[str, bytes]]:
-    source = pathlib.Path(src)
-    write_exact(source, tree_for(f"older {r % 3}"))
-    v = _store(store_dir, state).snapshot(WORK, PATH, source)
-    return v.manifest, read_files(source)
 
 
 def _collector(r: int, store_dir: str, state: str, grace: float) -> int:
-    return _store(store_dir, state).gc(keep_last=1, grace_seconds=grace).objects_deleted
+    return open_store(store_dir, state).gc(keep_last=1, grace_seconds=grace).objects_deleted
 
 
 def _backdate_objects(store_dir: pathlib.Path, seconds: float) -> None:
@@ -103,8 +81,8 @@ def test_gc_in_a_loop_beside_writers_never_frees_what_a_version_needs(tmp_path, 
 
     race(
         [
-            (_reuser, (str(store_dir), reuser_state, str(reuser_src))),
-            (_cycler, (str(store_dir), str(tmp_path / "cycler.db"), str(tmp_path / "cycler"))),
+            (reuser, (str(store_dir), reuser_state, str(reuser_src))),
+            (cycler, (str(store_dir), str(tmp_path / "cycler.db"), str(tmp_path / "cycler"))),
             (_collector, (str(store_dir), str(tmp_path / "gc.db"), grace)),
         ],
         ROUNDS,
