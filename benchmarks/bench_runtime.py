@@ -14,14 +14,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import socket
 import statistics
 import struct
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
+
+from moto_server import moto_server
 
 from runtime import App, Flow, Work
 
@@ -213,34 +212,8 @@ def ray_rss() -> int:
 @contextlib.contextmanager
 def moto_store() -> Iterator[str]:
     """A moto S3 server on loopback with a bucket; yields a store URL on it."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        for _ in range(300):
-            with contextlib.suppress(OSError):
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            time.sleep(0.1)
-        endpoint = f"http://127.0.0.1:{port}"
-        os.environ.update(
-            AWS_ACCESS_KEY_ID="bench",
-            AWS_SECRET_ACCESS_KEY="bench",
-            AWS_DEFAULT_REGION="us-east-1",
-            AWS_ENDPOINT_URL=endpoint,
-        )
-        import s3fs
-
-        s3fs.S3FileSystem(client_kwargs={"endpoint_url": endpoint}).mkdir("bench")
+    with moto_server("bench"):
         yield "s3://bench/cas"
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
 
 
 if __name__ == "__main__":

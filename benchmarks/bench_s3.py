@@ -23,7 +23,6 @@ import argparse
 import collections
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -36,30 +35,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from moto_server import moto_server
+
 BUCKET = "bench"
 CASES = ("big", "small", "log")
-
-
-def start_moto() -> tuple[subprocess.Popen[bytes], str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            time.sleep(0.1)
-    else:
-        server.kill()
-        raise SystemExit("moto server did not start")
-    return server, f"http://127.0.0.1:{port}"
 
 
 class Requests:
@@ -208,32 +187,21 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--dir", default=None, help="where to put local files")
     args = parser.parse_args()
-    server, endpoint = start_moto()
-    os.environ.update(
-        AWS_ACCESS_KEY_ID="bench",
-        AWS_SECRET_ACCESS_KEY="bench",
-        AWS_DEFAULT_REGION="us-east-1",
-        AWS_ENDPOINT_URL=endpoint,
-    )
     work = Path(tempfile.mkdtemp(prefix="bench-s3-", dir=args.dir))
-    try:
-        import s3fs
-
-        s3fs.S3FileSystem(client_kwargs={"endpoint_url": endpoint}).mkdir(BUCKET)
-        cases = args.cases.split(",")
-        print(f"moto at {endpoint}; python {sys.version.split()[0]}; scale {args.scale}")
-        if "big" in cases:
-            make_big(work / "big", args.scale)
-            run_case("big (4 x 64 MiB)", work / "big", work, endpoint, args.repeat)
-        if "small" in cases:
-            make_small(work / "small", args.scale)
-            run_case("small (5,000 x 4 KiB)", work / "small", work, endpoint, args.repeat)
-        if "log" in cases:
-            run_log(work, endpoint, max(10, int(1000 * args.scale)))
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
-        shutil.rmtree(work, ignore_errors=True)
+    with moto_server(BUCKET) as endpoint:
+        try:
+            cases = args.cases.split(",")
+            print(f"moto at {endpoint}; python {sys.version.split()[0]}; scale {args.scale}")
+            if "big" in cases:
+                make_big(work / "big", args.scale)
+                run_case("big (4 x 64 MiB)", work / "big", work, endpoint, args.repeat)
+            if "small" in cases:
+                make_small(work / "small", args.scale)
+                run_case("small (5,000 x 4 KiB)", work / "small", work, endpoint, args.repeat)
+            if "log" in cases:
+                run_log(work, endpoint, max(10, int(1000 * args.scale)))
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
