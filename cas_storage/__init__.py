@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .catalog import Version
-from .checkout import GetResult
-from .errors import CasError, CorruptObject, MissingObject, UnknownVersion
-from .manifest import Entry, Manifest
-from .store import Store
-
 if TYPE_CHECKING:
+    from .catalog import Version
+    from .checkout import GetResult
     from .drive import Drive
+    from .errors import CasError, CorruptObject, MissingObject, UnknownVersion
+    from .manifest import Entry, Manifest
     from .path import Path
+    from .store import Store
 
 __all__ = [
     "CasError",
@@ -29,9 +28,22 @@ __all__ = [
 ]
 __version__ = "0.1.0"
 
-#: Imported on first use: ``cas`` commands that never touch a drive or a work's
-#: paths should not pay for loading them at start-up.
-_LAZY = {"Drive": ".drive", "Path": ".path"}
+#: Where each public name lives, imported on first use: importing any submodule runs
+#: this file first, and ``cas --help`` (which imports ``cas_storage.cli``) should not
+#: pay for loading the store, the catalog and the checkout code it never calls.
+_LAZY = {
+    "CasError": ".errors",
+    "CorruptObject": ".errors",
+    "Drive": ".drive",
+    "Entry": ".manifest",
+    "GetResult": ".checkout",
+    "Manifest": ".manifest",
+    "MissingObject": ".errors",
+    "Path": ".path",
+    "Store": ".store",
+    "UnknownVersion": ".errors",
+    "Version": ".catalog",
+}
 
 
 def __getattr__(name: str) -> Any:
@@ -42,3 +54,7 @@ def __getattr__(name: str) -> Any:
         globals()[name] = value
         return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])

@@ -11,21 +11,21 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import json
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
-from .catalog import Version
 from .errors import CasError, not_found
 from .keys import split_drive_work
-from .manifest import diff
 from .progress import Progress, TerminalProgress
-from .store import Store, default_url
 from .units import human_size
+
+if TYPE_CHECKING:  # imported in main(): `cas --help` never loads the store
+    from .catalog import Version
+    from .store import Store
 
 #: Seconds of gc grace by default (one hour), as in ``cas_storage.gc``.
 DEFAULT_GRACE = 3600.0
@@ -272,6 +272,8 @@ READING = {"ls", "log", "show", "cat", "diff", "status", "stats", "verify", "ser
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    from .store import Store, default_url  # after parsing: --help and usage errors skip it
+
     try:
         store = Store.open(
             args.store or default_url(),
@@ -392,7 +394,9 @@ def _print_changes(args: argparse.Namespace, data: dict[str, Any], summary: str)
 def _diff(store: Store, args: argparse.Namespace) -> None:
     a = _find(store, args.work, args.path, args.v1)
     b = _find(store, args.work, args.path, args.v2)
-    _print_changes(args, dataclasses.asdict(diff(store.manifest(a), store.manifest(b))), "")
+    from .manifest import diff
+
+    _print_changes(args, _as_dict(diff(store.manifest(a), store.manifest(b))), "")
 
 
 def _status(store: Store, args: argparse.Namespace) -> None:
@@ -400,7 +404,7 @@ def _status(store: Store, args: argparse.Namespace) -> None:
     report = store.status(args.work, args.path, args.src, v.number)
     data = {
         "version": v.number,
-        **dataclasses.asdict(report.diff),
+        **_as_dict(report.diff),
         "files_read": report.files_read,
         "bytes_read": report.bytes_read,
     }
@@ -442,7 +446,7 @@ def _get(store: Store, args: argparse.Namespace) -> None:
         bar.done()
     _say(
         args,
-        dataclasses.asdict(r),
+        _as_dict(r),
         f"version {r.version}: {r.files_transferred} files, "
         f"{human_size(r.bytes_transferred)} transferred",
     )
@@ -489,7 +493,7 @@ def _verify(store: Store, args: argparse.Namespace) -> None:
         bar.done()
     args.failed = bool(problems)
     if args.json:
-        print(json.dumps([dataclasses.asdict(p) for p in problems]))
+        print(json.dumps([_as_dict(p) for p in problems]))
     elif problems:
         for p in problems:
             print(p)
@@ -558,6 +562,12 @@ HANDLERS: dict[str, Callable[[Store, argparse.Namespace], None]] = {
 # -- output -----------------------------------------------------------------------
 #: Columns that hold byte counts: exact in --json, human-readable in tables.
 SIZE_COLUMNS = {"bytes", "size"}
+
+
+def _as_dict(record: Any) -> dict[str, Any]:
+    import dataclasses  # here, not at the top: `cas --help` has no use for it
+
+    return dataclasses.asdict(record)
 
 
 def _say(args: argparse.Namespace, data: object, human: str) -> None:

@@ -22,6 +22,21 @@ HEAVY = (
 )
 
 
+#: Not needed to parse arguments: `cas --help` and usage errors load none of these.
+STORE_MODULES = (
+    "cas_storage.store",
+    "cas_storage.catalog",
+    "cas_storage.checkout",
+    "cas_storage.snapshot",
+    "cas_storage.objects",
+    "sqlite3",
+    "xxhash",
+    "rich",
+    "pyfastcdc",
+    "dataclasses",
+)
+
+
 def loaded_after(code: str) -> set[str]:
     script = f"import sys, json\n{code}\nprint(json.dumps(sorted(sys.modules)))"
     out = subprocess.run(
@@ -36,6 +51,50 @@ def heavy(modules: set[str]) -> set[str]:
 
 def test_importing_the_cli_loads_no_heavy_module() -> None:
     assert heavy(loaded_after("import cas_storage.cli")) == set()
+
+
+def matching(modules: set[str], names: tuple[str, ...]) -> set[str]:
+    return {m for m in modules if m in names or m.split(".")[0] in names}
+
+
+def test_help_and_usage_errors_load_nothing_of_the_store() -> None:
+    for argv in (["--help"], ["put", "--help"], ["no-such-command"], []):
+        code = (
+            "import contextlib\n"
+            "from cas_storage.cli import main\n"
+            "with contextlib.redirect_stdout(None), contextlib.redirect_stderr(None):\n"
+            "    try:\n"
+            f"        main({argv!r})\n"
+            "    except SystemExit:\n"
+            "        pass\n"
+        )
+        assert matching(loaded_after(code), STORE_MODULES) == set(), argv
+
+
+def test_the_package_names_load_on_first_use_only() -> None:
+    assert matching(loaded_after("import cas_storage"), STORE_MODULES) == set()
+    modules = loaded_after(
+        "from cas_storage import Store, Version, Manifest, CasError\n"
+        "assert Store.__module__ == 'cas_storage.store' and Version.__name__ == 'Version'"
+    )
+    assert {"cas_storage.store", "cas_storage.catalog", "sqlite3"} <= modules
+
+
+def test_put_and_get_without_a_table_or_big_files_load_no_rich_or_chunker(tmp_path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.txt").write_text("hello")
+    store, state, out = tmp_path / ".cas", tmp_path / "state.db", tmp_path / "out"
+    code = (
+        "import os\n"
+        f"os.environ['CAS_STATE'] = {str(state)!r}\n"
+        "from cas_storage.cli import main\n"
+        f"args = ['--store', {str(store)!r}, '--quiet']\n"
+        f"assert main(args + ['put', 'w', 'p', {str(src)!r}]) == 0\n"
+        f"assert main(args + ['get', 'w', 'p', {str(out)!r}]) == 0\n"
+    )
+    assert matching(loaded_after(code), ("rich", "pyfastcdc")) == set()
+    assert (out / "a.txt").read_text() == "hello"
 
 
 def test_put_ls_and_get_on_a_local_store_load_no_heavy_module(tmp_path) -> None:
