@@ -31,7 +31,7 @@ import shutil
 import stat
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import BinaryIO
@@ -130,14 +130,13 @@ def checkout(
                     apply(plan(dest, manifest, writer), writer, staging)
             finally:
                 writer.close()
-        state.forget(writer.removed)
-        state.remember(writer.learned)
+        state.record_tree(dest, known, writer.kept, writer.learned)
         state.record_checkout(dest, store_id, work, path, v.number, v.manifest)
     return GetResult(v.number, writer.files, writer.bytes)
 
 
 def _fetch_order(
-    manifest: Manifest, dest: str, known: dict[str, Known]
+    manifest: Manifest, dest: str, known: Mapping[str, Known]
 ) -> Iterator[tuple[str, int]]:
     """The objects a checkout will read, in the order it writes files: every file
     the stat cache does not vouch for as already in place (for reading ahead).
@@ -343,7 +342,6 @@ def _apply_fresh(p: Plan, writer: _Writer, staging: str) -> None:
         _apply_dir_modes(built, p.manifest)
     if p.replace_top:
         _remove(p.dest)
-        writer.removed.append(p.dest)
     os.rename(built, p.dest)
     if p.manifest.kind == FILE:  # the rename changed the file's ctime: record it anew
         entry = p.manifest.entries[0]
@@ -389,7 +387,6 @@ def _apply_update(p: Plan, writer: _Writer, staging: str) -> None:
     for rel in p.remove:  # children before their folders
         full = os.path.join(dest, rel)
         _remove(full)
-        writer.removed.append(full)
     if p.manifest.kind == DIR:
         _apply_dir_modes(dest, p.manifest)
 
@@ -401,7 +398,7 @@ def _full(dest: str, rel: str) -> str:
 class _Writer:
     """Writes verified files and keeps the counts and the stat-cache records."""
 
-    def __init__(self, objects: ObjectStore, known: dict[str, Known], label: str) -> None:
+    def __init__(self, objects: ObjectStore, known: Mapping[str, Known], label: str) -> None:
         self.objects = objects
         self.fetch: ObjectStore | ReadAhead = objects  # reads content: ahead when it can
         self.known = known
@@ -409,7 +406,7 @@ class _Writer:
         self.files = 0
         self.bytes = 0
         self.learned: dict[str, Known] = {}
-        self.removed: list[str] = []
+        self.kept: list[str] = []  # files the stat cache vouched for: still as it says
         # digest -> (file, offset, size): content already on this disk, usable instead of a
         # fetch. Indexed on first use (``local``): an unchanged checkout never needs it.
         self._local: dict[str, tuple[str, int, int]] = {}
@@ -446,6 +443,7 @@ class _Writer:
         if known is not None and known.matches(st):
             if known.digest != entry.digest:
                 return False
+            self.kept.append(full)
         elif st.st_size == entry.size and digest_file(full) == entry.digest:
             # Not vouched for by the stat cache (new to it, or written moments ago):
             # reading the local copy is still cheaper than fetching from the store.

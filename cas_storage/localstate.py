@@ -2,12 +2,18 @@
 
 * The **stat cache** maps a file's absolute path and ``stat`` identity (device,
   inode, size, mtime_ns, ctime_ns) to its content digest and chunk list, so a
-  file that has not changed is never read again.
+  file that has not changed is never read again. It is kept **per tree** (the
+  folder or file a snapshot or checkout was of): one compact record of every
+  file in it, loaded in one read and written whole, only when something changed.
 * **Checkout records** say which manifest each local checkout was last brought
   to, so the next checkout can swap manifests instead of copying everything.
 
 A store on S3 is shared by many machines, each with its own files, so none of
 this belongs in the store. One SQLite file per machine (or per work) holds it.
+
+Every record vouches for itself: it is believed only for a file whose stat is the
+one recorded (and was older than the racy window then). So records of another
+tree, or old ones, can cost a re-read but never give a wrong answer.
 """
 
 from __future__ import annotations
@@ -16,21 +22,30 @@ import contextlib
 import json
 import os
 import sqlite3
+import struct
 import threading
 import time
 import warnings
-from collections.abc import Sequence
+from array import array
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, NamedTuple
 
-from .hashing import is_digest
+from .hashing import DIGEST_LENGTH, digest_bytes
+from .tree import paused_gc
 
 BUSY_TIMEOUT_MS = 60_000
-_STAT_COLUMNS = "path, dev, ino, size, mtime_ns, ctime_ns, recorded_ns, digest, chunks"
+#: As bytes whatever was stored: a damaged body stored as text must not fail the query.
+_TREE_COLUMNS = "root, CAST(body AS BLOB)"
 _CHECKOUT_COLUMNS = "dest, store_id, work, path, number, manifest"
 #: A file modified within this window of being recorded is not trusted later:
 #: another write in the same timestamp tick would leave its stat unchanged.
 RACY_NS = 10_000_000
+#: The layout of a tree's record (``_encode``); any other is simply not known.
+TREE_FORMAT = b"cas-stat-tree-1\n"
+#: Array type codes of the integer columns: dev, ino, size unsigned; times signed.
+_INT_COLUMNS = "QQQqqq"
+_COUNTS = struct.Struct("<QQQ")  # records, bytes of paths, bytes of chunk lists
 
 
 def default_path() -> str:
@@ -82,13 +97,80 @@ def known_from_stat(
     )
 
 
+class KnownFiles(Mapping[str, Known]):
+    """What the stat cache knows of the files of one tree, by absolute path.
+
+    Held in columns, as loaded: a ``Known`` is built only for a file looked up,
+    so loading 100,000 records makes a few dozen objects, not 100,000 tuples.
+    ``root`` is the tree whose own record this is, exactly (``None`` when merged
+    from other trees' records, or empty): saving it unchanged can then be skipped.
+    """
+
+    def __init__(
+        self,
+        paths: Sequence[str],
+        ints: Sequence[Sequence[int]],
+        digests: str,
+        chunks: Mapping[int, Sequence[Sequence[Any]]],
+        root: str | None = None,
+    ) -> None:
+        self._index = dict(zip(paths, range(len(paths)), strict=True))
+        self._ints = ints
+        self._digests = digests
+        self._chunks = chunks
+        self.root = root
+
+    @classmethod
+    def of(cls, records: Mapping[str, Known], root: str | None = None) -> KnownFiles:
+        known = list(records.values())
+        ints = _int_columns(known)
+        chunks = {i: k.chunks for i, k in enumerate(known) if k.chunks}
+        return cls(list(records), ints, "".join([k.digest for k in known]), chunks, root)
+
+    def get(self, path: str, default: None = None) -> Known | None:  # type: ignore[override]
+        i = self._index.get(path)
+        if i is None:
+            return None
+        dev, ino, size, mtime_ns, ctime_ns, recorded_ns = self._ints
+        start = i * DIGEST_LENGTH
+        chunks = self._chunks.get(i) if self._chunks else None  # only large files have one
+        return Known(
+            dev[i],
+            ino[i],
+            size[i],
+            mtime_ns[i],
+            ctime_ns[i],
+            recorded_ns[i],
+            self._digests[start : start + DIGEST_LENGTH],
+            tuple((d, n) for d, n in chunks) if chunks else (),
+        )
+
+    def __getitem__(self, path: str) -> Known:
+        known = self.get(path)
+        if known is None:
+            raise KeyError(path)
+        return known
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._index)
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def __contains__(self, path: object) -> bool:
+        return path in self._index
+
+
+NOTHING_KNOWN = KnownFiles([], [[] for _ in _INT_COLUMNS], "", {})
+
+
 class LocalState:
     """The stat cache and checkout records in one SQLite file.
 
     >>> import tempfile, os
     >>> state = LocalState(os.path.join(tempfile.mkdtemp(), "state.db"))
-    >>> state.under("/nowhere")
-    {}
+    >>> len(state.under("/nowhere"))
+    0
     """
 
     def __init__(self, filename: str | None = None) -> None:
@@ -104,18 +186,17 @@ class LocalState:
         conn = self.conn
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS stat_cache (path TEXT PRIMARY KEY, dev INTEGER, "
-            "ino INTEGER, size INTEGER, mtime_ns INTEGER, ctime_ns INTEGER, "
-            "recorded_ns INTEGER, digest TEXT, chunks TEXT)"
-        )
+        conn.execute("CREATE TABLE IF NOT EXISTS trees (root TEXT PRIMARY KEY, body BLOB)")
         conn.execute(
             "CREATE TABLE IF NOT EXISTS checkouts (dest TEXT PRIMARY KEY, store_id TEXT, "
             "work TEXT, path TEXT, number INTEGER, manifest TEXT)"
         )
         # Tables of another layout (an old version, another program) fail here, not later.
-        conn.execute(f"SELECT {_STAT_COLUMNS} FROM stat_cache LIMIT 1").fetchall()
+        conn.execute(f"SELECT {_TREE_COLUMNS} FROM trees LIMIT 1").fetchall()
         conn.execute(f"SELECT {_CHECKOUT_COLUMNS} FROM checkouts LIMIT 1").fetchall()
+        # The per-file rows of the layout before per-tree records: superseded, and
+        # only a cache, so dropped rather than converted (one re-read of each file).
+        conn.execute("DROP TABLE IF EXISTS stat_cache")
 
     def _rebuild(self, cause: Exception) -> None:
         """Start the cache afresh: it only saves work, so losing it loses nothing."""
@@ -148,65 +229,79 @@ class LocalState:
         return conn
 
     # -- stat cache -------------------------------------------------------
-    def under(self, root: str) -> dict[str, Known]:
-        """Every cached file at or below absolute path ``root``, in one query."""
+    def under(self, root: str) -> KnownFiles:
+        """Every cached file at or below absolute path ``root``, in one query.
+
+        Usually one record: ``root``'s own. Records of trees below ``root`` (newer
+        than its own, which replaced them when written) are merged over it; those of
+        the trees ``root`` lies in are used only while ``root`` has none of its own.
+        """
         root = root.rstrip("/") or "/"
         if not _encodable(root):
-            return {}  # nothing below a path that is not UTF-8 was ever cached
+            return NOTHING_KNOWN  # nothing below a path that is not UTF-8 was ever cached
+        prefix = root if root.endswith("/") else root + "/"
+        above = _ancestors(root)
+        query = f"SELECT {_TREE_COLUMNS} FROM trees WHERE root = ? OR (root > ? AND root < ?)"
+        if above:
+            query += f" OR root IN ({','.join('?' * len(above))})"
         try:
-            rows = self.conn.execute(
-                f"SELECT {_STAT_COLUMNS} FROM stat_cache WHERE path = ? OR (path > ? AND path < ?)",
-                (root, root + "/", root + "0"),  # '0' sorts right after '/'
-            ).fetchall()
+            # '0' sorts right after '/': (prefix, prefix[:-1] + "0") holds all below it.
+            rows = self.conn.execute(query, (root, prefix, prefix[:-1] + "0", *above)).fetchall()
         except sqlite3.DatabaseError as exc:
             self._guard(exc)
-            return {}
-        found = {}
-        for row in rows:
-            known = _known(row)
-            if known is not None:  # a row that does not parse is simply not known
-                found[row[0]] = known
-        return found
+            return NOTHING_KNOWN
+        with paused_gc():  # thousands of strings, none of them in a cycle
+            trees = {
+                tree: files
+                for tree, body in rows
+                if isinstance(tree, str) and (files := _decode(body, tree)) is not None
+            }
+            own = trees.pop(root, None)
+            if own is not None:  # the trees above hold older records than its own
+                trees = {tree: files for tree, files in trees.items() if len(tree) > len(root)}
+                if not trees:
+                    return own
+            elif not trees:
+                return NOTHING_KNOWN
+            merged: dict[str, Known] = dict(own.items()) if own is not None else {}
+            for tree in sorted(trees, key=len):  # the nearest tree's record wins
+                for path, known in trees[tree].items():
+                    if path == root or path.startswith(prefix):
+                        merged[path] = known
+            return KnownFiles.of(merged)
 
-    def remember(self, files: dict[str, Known]) -> None:
-        """Record (or refresh) what is known of these absolute paths."""
-        if not files:
+    def record_tree(
+        self, root: str, known: KnownFiles, kept: Iterable[str], learned: Mapping[str, Known]
+    ) -> None:
+        """Make the tree at ``root`` known as: the ``kept`` files of ``known`` (still as
+        recorded) and the ``learned`` ones (recorded now). Records of other files in it
+        go; records of trees below ``root`` are replaced by this one.
+
+        Nothing is written when nothing changed: ``known`` is ``root``'s own record
+        and every file in it was kept.
+        """
+        root = root.rstrip("/") or "/"
+        kept = kept if isinstance(kept, list) else list(kept)
+        if not learned and known.root == root and len(kept) == len(known):
             return
+        if not _encodable(root):
+            return  # a path that is not UTF-8 cannot be a key: simply not cached
         # Stamped now, after every file was written: the racy window is measured from here.
         now = time.time_ns()
-        rows = [
-            (
-                p,
-                k.dev,
-                k.ino,
-                k.size,
-                k.mtime_ns,
-                k.ctime_ns,
-                now,
-                k.digest,
-                json.dumps(k.chunks) if k.chunks else "",
-            )
-            for p, k in files.items()
-        ]
-        self._write(
-            f"INSERT OR REPLACE INTO stat_cache ({_STAT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)", rows
-        )
-
-    def forget(self, paths: list[str]) -> None:
-        if paths:
-            self._write("DELETE FROM stat_cache WHERE path = ?", [(p,) for p in paths])
-
-    def _write(self, sql: str, rows: Sequence[tuple[object, ...]]) -> None:
-        # A path that is not valid UTF-8 (a file name in another encoding) cannot be a
-        # key here: it is simply not cached, like a file never seen.
-        rows = [r for r in rows if all(_encodable(v) for v in r if isinstance(v, str))]
-        if not rows:
-            return
+        records = {path: known[path] for path in kept}
+        records.update((path, k._replace(recorded_ns=now)) for path, k in learned.items())
+        body = _encode(records)
+        prefix = root if root.endswith("/") else root + "/"
         # The store is already written when the cache is updated: a cache that cannot be
         # written must not turn a finished snapshot or checkout into an error.
         try:
             with self._transaction() as conn:
-                conn.executemany(sql, rows)
+                conn.execute(
+                    "INSERT OR REPLACE INTO trees (root, body) VALUES (?, ?)", (root, body)
+                )
+                conn.execute(
+                    "DELETE FROM trees WHERE root > ? AND root < ?", (prefix, prefix[:-1] + "0")
+                )
         except sqlite3.DatabaseError as exc:
             self._guard(exc)
 
@@ -227,10 +322,17 @@ class LocalState:
     def record_checkout(
         self, dest: str, store_id: str, work: str, path: str, number: int, manifest: str
     ) -> None:
-        self._write(
-            f"INSERT OR REPLACE INTO checkouts ({_CHECKOUT_COLUMNS}) VALUES (?,?,?,?,?,?)",
-            [(dest, store_id, work, path, number, manifest)],
-        )
+        row = (dest, store_id, work, path, number, manifest)
+        if not all(_encodable(v) for v in row if isinstance(v, str)):
+            return
+        try:
+            with self._transaction() as conn:
+                conn.execute(
+                    f"INSERT OR REPLACE INTO checkouts ({_CHECKOUT_COLUMNS}) VALUES (?,?,?,?,?,?)",
+                    row,
+                )
+        except sqlite3.DatabaseError as exc:
+            self._guard(exc)
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self.conn)
@@ -259,29 +361,102 @@ class _Transaction:
         self.conn.execute("COMMIT" if kind is None else "ROLLBACK")
 
 
-def _known(row: tuple[Any, ...]) -> Known | None:
-    """The record in ``row``, or ``None`` when any field is not what was written."""
-    _, dev, ino, size, mtime_ns, ctime_ns, recorded_ns, digest, chunks = row
-    # type() is, not isinstance: this runs once per cached file on every load.
-    if not (
-        type(dev) is int
-        and type(ino) is int
-        and type(size) is int
-        and type(mtime_ns) is int
-        and type(ctime_ns) is int
-        and type(recorded_ns) is int
-        and is_digest(digest)
-    ):
+# -- a tree's record: one blob, checked whole -------------------------------------
+# TREE_FORMAT, the digest of the rest, then: the counts (_COUNTS); the integer
+# columns (_INT_COLUMNS, native byte order: the file never leaves this machine); the
+# digests, 32 characters each; the paths, UTF-8, NUL-separated (no path holds a NUL);
+# the chunk lists of the files that have them, as JSON {"record number": [[d, n], ...]}.
+# One digest over it all stands in for checking 100,000 records one by one: a record
+# we wrote is well-formed, and anything damaged since fails the digest.
+def _encode(records: Mapping[str, Known]) -> bytes:
+    try:
+        return _pack(records)
+    except (OverflowError, UnicodeEncodeError, ValueError):  # a record that does not fit
+        return _pack({p: k for p, k in records.items() if _storable(p, k)})
+
+
+def _pack(records: Mapping[str, Known]) -> bytes:
+    known = list(records.values())
+    columns = b"".join(
+        array(code, column).tobytes()
+        for code, column in zip(_INT_COLUMNS, _int_columns(known), strict=True)
+    )
+    digests = "".join([k.digest for k in known]).encode("ascii")
+    if len(digests) != len(known) * DIGEST_LENGTH:
+        raise ValueError("a digest of another length")
+    paths = "\0".join(records).encode("utf-8")
+    chunks = json.dumps({i: k.chunks for i, k in enumerate(known) if k.chunks}).encode()
+    payload = b"".join(
+        [_COUNTS.pack(len(known), len(paths), len(chunks)), columns, digests, paths, chunks]
+    )
+    return TREE_FORMAT + digest_bytes(payload).encode("ascii") + payload
+
+
+def _decode(body: object, root: str) -> KnownFiles | None:
+    """The records in ``body``, or ``None`` when it is not exactly what ``_encode`` wrote."""
+    try:
+        return _unpack(body, root)
+    except (ValueError, struct.error):
         return None
-    parsed: tuple[tuple[str, int], ...] = ()
-    if chunks:  # only large files have a chunk list
-        try:
-            parsed = tuple((d, s) for d, s in json.loads(chunks))
-        except (TypeError, ValueError):
+
+
+def _unpack(body: object, root: str) -> KnownFiles | None:
+    head = len(TREE_FORMAT)
+    if not isinstance(body, bytes) or not body.startswith(TREE_FORMAT):
+        return None
+    payload = memoryview(body)[head + DIGEST_LENGTH :]
+    if len(payload) < _COUNTS.size or body[head : head + DIGEST_LENGTH] != digest_bytes(
+        payload
+    ).encode("ascii"):
+        return None
+    count, paths_size, chunks_size = _COUNTS.unpack_from(payload)
+    at = _COUNTS.size
+    ints = []
+    for code in _INT_COLUMNS:
+        column = array(code)
+        column.frombytes(payload[at : at + count * column.itemsize])
+        at += count * column.itemsize
+        if len(column) != count:
             return None
-        if not all(is_digest(d) and type(n) is int for d, n in parsed):
-            return None
-    return Known(dev, ino, size, mtime_ns, ctime_ns, recorded_ns, digest, parsed)
+        ints.append(column)
+    digests = bytes(payload[at : at + count * DIGEST_LENGTH]).decode("ascii")
+    at += count * DIGEST_LENGTH
+    paths = bytes(payload[at : at + paths_size]).decode("utf-8").split("\0") if count else []
+    at += paths_size
+    chunks = {int(i): c for i, c in json.loads(bytes(payload[at : at + chunks_size])).items()}
+    if at + chunks_size != len(payload) or len(paths) != count:
+        return None
+    return KnownFiles(paths, ints, digests, chunks, root)
+
+
+def _int_columns(known: Sequence[Known]) -> list[Sequence[int]]:
+    """The integer fields of ``known``, column by column, in ``_INT_COLUMNS`` order."""
+    if not known:
+        return [[] for _ in _INT_COLUMNS]
+    rows = [(k.dev, k.ino, k.size, k.mtime_ns, k.ctime_ns, k.recorded_ns) for k in known]
+    return list(zip(*rows, strict=True))
+
+
+def _storable(path: str, known: Known) -> bool:
+    """Whether a record fits the layout (a name that is not UTF-8 is simply not cached)."""
+    unsigned = known.dev, known.ino, known.size
+    signed = known.mtime_ns, known.ctime_ns, known.recorded_ns
+    return (
+        _encodable(path)
+        and len(known.digest) == DIGEST_LENGTH
+        and known.digest.isascii()
+        and all(0 <= n < 1 << 64 for n in unsigned)
+        and all(-(1 << 63) <= n < 1 << 63 for n in signed)
+    )
+
+
+def _ancestors(path: str) -> list[str]:
+    """``/a/b/c`` -> ``["/a/b", "/a", "/"]``."""
+    out = []
+    while path != "/":
+        path = os.path.dirname(path)
+        out.append(path)
+    return out
 
 
 def _encodable(text: str) -> bool:

@@ -21,6 +21,7 @@ import random
 import stat
 import time
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import BinaryIO
@@ -59,16 +60,18 @@ RECORD_ATTEMPTS = 200
 
 @dataclass
 class Built:
-    """A manifest of a local tree, what it reused unread, and what the stat cache learns."""
+    """A manifest of a local tree, what it reused unread, and what the stat cache learns:
+    the files it vouched for (``kept``, unread) and the ones read (``learned``)."""
 
     manifest: Manifest
     reused: set[str] = field(default_factory=set)
     learned: dict[str, Known] = field(default_factory=dict)
+    kept: list[str] = field(default_factory=list)
 
 
 def build(
     objects: ObjectStore,
-    known: dict[str, Known],
+    known: Mapping[str, Known],
     source: str,
     stored: set[str],
     progress: Progress | None = None,
@@ -101,12 +104,12 @@ def build(
         else:
             with paused_gc():
                 manifest = Manifest.build(DIR, _dir_entries(reader, source), validate=False)
-    return Built(manifest, reader.reused, reader.learned)
+    return Built(manifest, reader.reused, reader.learned, reader.kept)
 
 
 def build_durable(
     objects: ObjectStore,
-    known: dict[str, Known],
+    known: Mapping[str, Known],
     source: str,
     stored: set[str],
     progress: Progress | None = None,
@@ -282,7 +285,7 @@ class _Reader:
     def __init__(
         self,
         objects: ObjectStore,
-        known: dict[str, Known],
+        known: Mapping[str, Known],
         stored: set[str],
         progress: Progress,
         puts: BackgroundPuts,
@@ -295,13 +298,18 @@ class _Reader:
         self.stored = stored
         self.progress = progress
         self.learned: dict[str, Known] = {}
+        self.kept: list[str] = []  # files the stat cache vouched for: still as it says
         self.reused: set[str] = set()  # objects referenced without being written now
 
     def file_entry(self, full: str, rel: str, st: os.stat_result) -> Entry | None:
         """The entry of one file; ``None`` if it vanished before it could be read."""
         cached = self.known.get(full)
         if cached is not None and cached.matches(st) and self._usable(cached):
-            self.reused |= _needs(cached)
+            if cached.chunks:
+                self.reused.update(d for d, _ in cached.chunks)
+            else:
+                self.reused.add(cached.digest)
+            self.kept.append(full)
             mode = file_mode_bits(st.st_mode)
             self.progress.advance(1, st.st_size)  # vouched for: done without reading
             return Entry(rel, FILE, mode, st.st_size, cached.digest, cached.chunks)

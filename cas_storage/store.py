@@ -184,7 +184,7 @@ class Store:
                 )
             lease.check()
             version = _snapshot.record(self.objects, self.catalog, work, key, manifest)
-        self.state.remember(built.learned)
+        self.state.record_tree(source, known, built.kept, built.learned)
         return version
 
     def record(self, work: str, path: str, manifest: Manifest) -> Version:

@@ -103,7 +103,7 @@ def test_store_locked_by_a_killed_writer_does_not_block(tmp_path):
         str(store_dir / "catalog.db"),
         f"INSERT INTO versions VALUES ('{WORK}', '{PATH}', 2, '{'ab' * 16}', 0, 1, 1)",
     )
-    _killed_while_holding(state, "DELETE FROM stat_cache")
+    _killed_while_holding(state, "DELETE FROM trees")
     write_exact(src, tree_for("after"))
     started = time.monotonic()
     fresh = Store.open(store_dir, state=state)

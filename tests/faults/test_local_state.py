@@ -30,12 +30,18 @@ def _damage(state: str, how: str) -> None:
     else:
         conn = sqlite3.connect(state)
         if how == "old schema":
-            conn.execute("DROP TABLE stat_cache")
-            conn.execute("CREATE TABLE stat_cache (path TEXT PRIMARY KEY, digest TEXT)")
+            conn.execute("DROP TABLE trees")
+            conn.execute("CREATE TABLE trees (root TEXT PRIMARY KEY, digest TEXT)")
             conn.execute("DROP TABLE checkouts")
         elif how == "nonsense rows":
-            conn.execute("UPDATE stat_cache SET chunks = '{not json', digest = 'x'")
-            conn.execute("UPDATE stat_cache SET size = 'big' WHERE rowid % 2 = 0")
+            # Cut short, text instead of bytes, the other half's bytes flipped.
+            conn.execute("UPDATE trees SET body = substr(body, 1, 40) WHERE rowid % 3 = 0")
+            conn.execute("UPDATE trees SET body = 'big' WHERE rowid % 3 = 1")
+            conn.execute(
+                "UPDATE trees SET body = substr(body, 1, length(body) / 2) || "
+                "randomblob(length(body) - length(body) / 2) WHERE rowid % 3 = 2"
+            )
+            conn.execute("INSERT INTO trees VALUES (NULL, NULL)")
             conn.execute("UPDATE checkouts SET manifest = NULL")
         conn.commit()
         conn.close()
@@ -72,7 +78,7 @@ def test_damaged_state_file_is_rebuilt(tmp_path, how):
     # The cache works again afterwards: a well-formed SQLite file with the right tables.
     conn = sqlite3.connect(state)
     assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-    assert conn.execute("SELECT count(*) FROM stat_cache").fetchone()[0] > 0
+    assert conn.execute("SELECT count(*) FROM trees").fetchone()[0] > 0
     conn.close()
 
 

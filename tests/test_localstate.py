@@ -1,0 +1,128 @@
+"""The stat cache's per-tree records: loaded as written, damage never believed.
+
+A tree's record is one blob checked by one digest, so these tests damage it byte
+by byte and nest trees inside each other; the snapshot and checkout tests show
+the records at work (an unchanged re-put reads no file).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+
+import pytest
+
+from cas_storage.localstate import Known, KnownFiles, LocalState
+
+DIGEST_A, DIGEST_B, DIGEST_C = "a" * 32, "b" * 32, "c" * 32
+CHUNKS = ((DIGEST_B, 3_000_000), (DIGEST_C, 1_500_000))
+
+
+def known(ino: int, digest: str, chunks: tuple[tuple[str, int], ...] = ()) -> Known:
+    size = sum(n for _, n in chunks) or 10
+    return Known(2049, ino, size, 10**18 + ino, 10**18 + 2 * ino, 0, digest, chunks)
+
+
+@pytest.fixture()
+def state(tmp_path) -> LocalState:
+    return LocalState(str(tmp_path / "state.db"))
+
+
+def bodies(state: LocalState) -> dict[str, bytes]:
+    return dict(state.conn.execute("SELECT root, body FROM trees").fetchall())
+
+
+def test_a_tree_is_loaded_as_it_was_recorded(state):
+    learned = {
+        "/t/a": known(1, DIGEST_A),
+        "/t/big": known(2, DIGEST_A, CHUNKS),
+        "/t/ünï\ncode name": known(3, DIGEST_C),
+    }
+    state.record_tree("/t", KnownFiles.of({}), [], learned)
+    loaded = state.under("/t")
+    assert loaded.root == "/t" and len(loaded) == 3
+    for path, record in learned.items():
+        got = loaded[path]
+        assert got._replace(recorded_ns=0) == record
+        assert got.recorded_ns > 0  # stamped when recorded: the racy window starts there
+    assert loaded.get("/t/nothing") is None and "/t/nothing" not in loaded
+
+
+def test_a_record_damaged_anywhere_is_not_believed(state):
+    state.record_tree("/t", KnownFiles.of({}), [], {"/t/a": known(1, DIGEST_A, CHUNKS)})
+    body = bodies(state)["/t"]
+    for at in range(0, len(body), 7):
+        damaged = bytearray(body)
+        damaged[at] ^= 0x01
+        for bad in (bytes(damaged), body[:at]):
+            with state._transaction() as conn:
+                conn.execute("UPDATE trees SET body = ? WHERE root = '/t'", (bad,))
+            assert len(state.under("/t")) == 0, at
+    # The next record of the tree replaces the damaged one.
+    state.record_tree("/t", state.under("/t"), [], {"/t/b": known(2, DIGEST_B)})
+    assert list(state.under("/t")) == ["/t/b"]
+
+
+def test_a_record_keeps_only_the_files_still_in_the_tree(state):
+    state.record_tree("/t", KnownFiles.of({}), [], {"/t/a": known(1, DIGEST_A)})
+    first = state.under("/t")
+    state.record_tree("/t", first, ["/t/a"], {"/t/b": known(2, DIGEST_B)})
+    second = state.under("/t")
+    assert sorted(second) == ["/t/a", "/t/b"]
+    assert second["/t/a"] == first["/t/a"]  # kept as recorded, its stamp too
+    state.record_tree("/t", second, ["/t/b"], {})  # /t/a is gone from the tree
+    assert list(state.under("/t")) == ["/t/b"]
+
+
+def test_nothing_is_written_when_nothing_changed(state):
+    state.record_tree("/t", KnownFiles.of({}), [], {"/t/a": known(1, DIGEST_A)})
+    loaded = state.under("/t")
+    before = state.conn.total_changes
+    state.record_tree("/t", loaded, ["/t/a"], {})
+    assert state.conn.total_changes == before
+    state.record_tree("/t", loaded, [], {})  # a file went: written
+    assert state.conn.total_changes > before
+
+
+def test_nested_trees_merge_the_nearest_record_first(state):
+    state.record_tree(
+        "/t", KnownFiles.of({}), [], {"/t/a": known(1, DIGEST_A), "/t/s/b": known(2, DIGEST_A)}
+    )
+    state.record_tree("/t/s", state.under("/t/s"), [], {"/t/s/b": known(5, DIGEST_B)})
+    # The tree's own record; the one above it is older and not consulted.
+    inner = state.under("/t/s")
+    assert inner.root == "/t/s" and inner["/t/s/b"].digest == DIGEST_B
+    # From above: the record of the tree below wins for the files in it.
+    outer = state.under("/t")
+    assert outer.root is None  # merged: the next record of /t is written whole
+    assert outer["/t/s/b"].digest == DIGEST_B and outer["/t/a"].digest == DIGEST_A
+    state.record_tree("/t", outer, list(outer), {})
+    assert sorted(bodies(state)) == ["/t"]  # it replaced the record below it
+    assert state.under("/t/s")["/t/s/b"].digest == DIGEST_B
+    # A tree with no record of its own is known from the one it lies in; siblings are not.
+    assert list(state.under("/t/s")) == ["/t/s/b"]
+    assert len(state.under("/t/sibling")) == 0 and len(state.under("/t2")) == 0
+    assert sorted(state.under("/")) == ["/t/a", "/t/s/b"]
+
+
+def test_files_whose_record_cannot_be_stored_are_simply_not_known(state):
+    odd = os.fsdecode(b"/t/latin-1 \xe9")  # a name that is not UTF-8
+    learned = {odd: known(1, DIGEST_A), "/t/ok": known(2, DIGEST_B)}
+    learned["/t/negative"] = known(3, DIGEST_C)._replace(ino=-1)
+    state.record_tree("/t", KnownFiles.of({}), [], learned)
+    assert list(state.under("/t")) == ["/t/ok"]
+    state.record_tree(odd, KnownFiles.of({}), [], {odd: known(1, DIGEST_A)})
+    assert len(state.under(odd)) == 0
+
+
+def test_the_per_file_rows_of_the_old_layout_are_dropped(tmp_path):
+    filename = str(tmp_path / "state.db")
+    conn = sqlite3.connect(filename)
+    conn.execute("CREATE TABLE stat_cache (path TEXT PRIMARY KEY, digest TEXT)")
+    conn.execute("INSERT INTO stat_cache VALUES ('/t/a', ?)", (DIGEST_A,))
+    conn.commit()
+    conn.close()
+    state = LocalState(filename)
+    assert len(state.under("/t")) == 0
+    tables = {name for (name,) in state.conn.execute("SELECT name FROM sqlite_master")}
+    assert "stat_cache" not in tables and "trees" in tables
