@@ -38,8 +38,9 @@ BUSY_TIMEOUT_MS = 60_000
 #: As bytes whatever was stored: a damaged body stored as text must not fail the query.
 _TREE_COLUMNS = "root, CAST(body AS BLOB)"
 _CHECKOUT_COLUMNS = "dest, store_id, work, path, number, manifest"
-#: A file modified within this window of being recorded is not trusted later:
-#: another write in the same timestamp tick would leave its stat unchanged.
+#: A file modified within this window of being recorded is not trusted later
+#: (unless its ctime is past its mtime, see ``Known.matches``): another write in
+#: the same timestamp tick would leave its stat unchanged.
 RACY_NS = 10_000_000
 #: The layout of a tree's record (``_encode``); any other is simply not known.
 TREE_FORMAT = b"cas-stat-tree-1\n"
@@ -73,8 +74,19 @@ class Known(NamedTuple):
     chunks: tuple[tuple[str, int], ...]
 
     def matches(self, st: os.stat_result) -> bool:
-        """True when ``st`` is the very file this record describes, unchanged since."""
-        return self.describes(st) and self.mtime_ns < self.recorded_ns - RACY_NS
+        """True when ``st`` is the very file this record describes, unchanged since.
+
+        A write in the same timestamp tick as the recorded one would leave the stat
+        as recorded, so the record is believed only when that tick was over before
+        it was taken: when the recorded mtime is older than the racy window, or older
+        than the recorded ctime. Every write sets both to the same tick, so a ctime
+        past the mtime means a change of metadata alone came later (the rename of a
+        checkout's staged file, a chmod), and any write after the record would move
+        the mtime to at least that ctime: no write can hide in the mtime's tick.
+        """
+        return self.describes(st) and (
+            self.mtime_ns < self.ctime_ns or self.mtime_ns < self.recorded_ns - RACY_NS
+        )
 
     def describes(self, st: os.stat_result) -> bool:
         """Same file and stat as recorded. Without ``matches``' racy-window check, so
@@ -91,7 +103,7 @@ class Known(NamedTuple):
 def known_from_stat(
     st: os.stat_result, digest: str, chunks: tuple[tuple[str, int], ...] = ()
 ) -> Known:
-    """A record of ``st``; ``remember`` stamps it with the time it is stored."""
+    """A record of ``st``; ``record_tree`` stamps it with the time it is stored."""
     return Known(
         st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, 0, digest, chunks
     )

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 
 import pytest
 
-from cas_storage.localstate import Known, KnownFiles, LocalState
+from cas_storage.localstate import RACY_NS, Known, KnownFiles, LocalState, known_from_stat
 
 DIGEST_A, DIGEST_B, DIGEST_C = "a" * 32, "b" * 32, "c" * 32
 CHUNKS = ((DIGEST_B, 3_000_000), (DIGEST_C, 1_500_000))
@@ -126,3 +127,22 @@ def test_the_per_file_rows_of_the_old_layout_are_dropped(tmp_path):
     assert len(state.under("/t")) == 0
     tables = {name for (name,) in state.conn.execute("SELECT name FROM sqlite_master")}
     assert "stat_cache" not in tables and "trees" in tables
+
+
+def test_a_record_is_believed_only_once_no_write_can_hide_in_its_mtime_tick(tmp_path):
+    path = tmp_path / "f"
+    path.write_bytes(b"x")
+    written = os.stat(path)
+    assert written.st_mtime_ns == written.st_ctime_ns  # a write sets both to one tick
+    fresh = known_from_stat(written, DIGEST_A)._replace(recorded_ns=time.time_ns())
+    assert not fresh.matches(written)  # another write in this tick would not show
+    aged = fresh._replace(recorded_ns=written.st_mtime_ns + RACY_NS + 1)
+    assert aged.matches(written)
+    time.sleep(0.02)  # (not a timing assertion: lets the timestamp tick move on)
+    os.chmod(path, 0o600)  # metadata alone, as a checkout's rename of a staged file
+    renamed = os.stat(path)
+    assert renamed.st_ctime_ns > renamed.st_mtime_ns
+    record = known_from_stat(renamed, DIGEST_A)._replace(recorded_ns=time.time_ns())
+    assert record.matches(renamed)  # any later write moves the mtime past the ctime
+    path.write_bytes(b"y")
+    assert not record.matches(os.stat(path))
