@@ -15,8 +15,19 @@ LOCK_SUFFIX = ".cas-lock"
 
 
 def is_ours(name: str) -> bool:
-    """Whether a file name is a checkout's lock or staging folder (walks skip them)."""
-    return name.startswith(".") and (STAGING_MARK in name or name.endswith(LOCK_SUFFIX))
+    """Whether a file name is a checkout's lock or staging folder (walks skip them).
+
+    Both are ``"." + NAME + mark`` for a destination ``NAME`` of at least one
+    character, so a user's file named ``.cas-lock`` itself is not one of them.
+
+    >>> is_ours(".ckpt.cas-lock"), is_ours(".cas-lock"), is_ours(".cas-staging-1")
+    (True, False, False)
+    """
+    if not name.startswith("."):
+        return False
+    return STAGING_MARK in name[2:] or (
+        name.endswith(LOCK_SUFFIX) and len(name) > len(LOCK_SUFFIX) + 1
+    )
 
 
 def walk(root: str) -> dict[str, os.stat_result]:
