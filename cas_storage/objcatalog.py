@@ -71,17 +71,21 @@ class ObjectCatalog(Catalog):
     []
     """
 
-    def __init__(self, fs: fsspec.AbstractFileSystem, root: str) -> None:
+    def __init__(self, fs: fsspec.AbstractFileSystem, root: str, create: bool = True) -> None:
+        """Open the catalog under ``root``; a missing ``meta.json`` is created when
+        ``create``, else raises ``FileNotFoundError``."""
         self.fs = fs
         self.root = root.rstrip("/")
         self.dir = posixpath.join(self.root, "catalog")
-        self.store_id = self._setup()
+        self.store_id = self._setup(create)
 
-    def _setup(self) -> str:
+    def _setup(self, create: bool) -> str:
         meta_path = posixpath.join(self.root, "meta.json")
         try:
-            raw = remote.read(self.fs, meta_path)
+            raw = remote.read(self.fs, meta_path)  # one GET: opening costs one request
         except FileNotFoundError:
+            if not create:
+                raise
             meta = {"format": FORMAT, "store_id": uuid.uuid4().hex}
             with contextlib.suppress(FileExistsError):  # another process created it first
                 remote.create(self.fs, meta_path, json.dumps(meta).encode())

@@ -48,6 +48,33 @@ def is_s3(fs: fsspec.AbstractFileSystem) -> bool:
     return "s3" in protocols or "s3a" in protocols
 
 
+def connect(fs: fsspec.AbstractFileSystem) -> None:
+    """Set up the S3 client now, parsing the timestamps of listings fast.
+
+    botocore reads every ``LastModified`` with dateutil's general parser (~60 µs
+    each): a listing page of 1,000 keys spent 70 ms there, longer than the rest
+    of its parsing. S3 writes them in ISO 8601 UTC, which ``_timestamp`` reads
+    with ``datetime.fromisoformat``. Other filesystems need nothing.
+    """
+    if not is_s3(fs):
+        return
+    fs.connect()  # s3fs: creates its session and client now
+    factory = fs.session.get_component("response_parser_factory")
+    # Read per response, so the client just created uses it too.
+    factory.set_parser_defaults(timestamp_parser=_timestamp)
+
+
+def _timestamp(value: object) -> datetime:
+    """botocore's timestamp parser, with a fast path for S3's ``2026-12-02T01:23:38.000Z``."""
+    if isinstance(value, str) and value.endswith("Z"):
+        with contextlib.suppress(ValueError):
+            return datetime.fromisoformat(value[:-1] + "+00:00")
+    from botocore.utils import parse_timestamp  # RFC 1123 headers, epoch numbers, the rest
+
+    parsed: datetime = parse_timestamp(value)
+    return parsed
+
+
 def listing(fs: fsspec.AbstractFileSystem, prefix: str, page: int = 1000) -> Iterator[Entry]:
     """Objects whose path starts with ``prefix``, in key order, fetched page by page.
 

@@ -120,14 +120,16 @@ class Store:
         options = {"use_listings_cache": False, **storage_options}
         try:
             fs, root = fsspec.core.url_to_fs(url, **options)
-            found = create or remote.exists(fs, f"{root.rstrip('/')}/meta.json")
-            catalog = ObjectCatalog(fs, root) if found else None
+            remote.connect(fs)
+            catalog = ObjectCatalog(fs, root, create=create)
         except CasError:
             raise
+        except FileNotFoundError as exc:
+            if create:  # not even meta.json could be written: no such bucket
+                raise StoreUnavailable(url, exc) from exc
+            raise FileNotFoundError(not_found(f"store {url}", hint="no meta.json")) from None
         except Exception as exc:  # the backend's own: no plugin, credentials, endpoint, bucket
             raise StoreUnavailable(url, exc) from exc
-        if catalog is None:
-            raise FileNotFoundError(not_found(f"store {url}", hint="no meta.json"))
         return cls(ObjectStore(fs, root), catalog, LocalState(state), url)
 
     @property

@@ -88,3 +88,41 @@ def test_backend_failures_are_one_line_naming_the_store(s3_endpoint, tmp_path):
         assert done.stderr.startswith(f"cas: error: cannot open store {url}: "), done.stderr
     with pytest.raises(StoreUnavailable, match="cannot open store nosuchfs://x/y"):
         Store.open("nosuchfs://x/y", state=str(tmp_path / "s.db"))  # no fsspec plugin for it
+
+
+def test_opening_reads_meta_json_once_and_names_what_is_missing(s3_endpoint, tmp_path):
+    url = f"s3://cas-bucket/{uuid.uuid4().hex}"
+    with pytest.raises(FileNotFoundError, match=f"store {url} not found \\(no meta.json\\)"):
+        Store.open(url, create=False, state=str(tmp_path / "s.db"))
+    store = Store.open(url, state=str(tmp_path / "s.db"))  # creates it: nothing was left behind
+    sent: list[str] = []  # fsspec hands the next open the same filesystem, so its client
+    store.objects.fs.s3.meta.events.register(
+        "before-send.s3", lambda **kw: sent.append(kw["event_name"])
+    )
+    assert Store.open(url, create=False, state=str(tmp_path / "s.db")).store_id == store.store_id
+    assert sent == ["before-send.s3.GetObject"]
+    gone = f"s3://no-such-bucket-{uuid.uuid4().hex[:8]}/cas"
+    with pytest.raises(FileNotFoundError, match="no meta.json"):
+        Store.open(gone, create=False, state=str(tmp_path / "s.db"))
+    with pytest.raises(StoreUnavailable, match=f"cannot open store {gone}"):
+        Store.open(gone, state=str(tmp_path / "s.db"))
+
+
+def test_listing_times_read_as_botocore_reads_them(s3_endpoint, tmp_path):
+    from botocore.utils import parse_timestamp
+
+    from cas_storage import remote
+
+    for value in (
+        "2026-12-02T01:23:38.000Z",  # as S3 lists them
+        "2026-12-02T01:23:38.123456Z",
+        "2026-12-02T01:23:38Z",
+        "2026-12-02T01:23:38.1Z",  # not for fromisoformat on 3.10: botocore's parser
+        "Wed, 02 Dec 2026 01:23:38 GMT",  # as S3 sends Last-Modified headers
+        1796174618,
+    ):
+        assert remote._timestamp(value) == parse_timestamp(value), value
+    store = Store.open(f"s3://cas-bucket/{uuid.uuid4().hex}", state=str(tmp_path / "s.db"))
+    v = store.snapshot("w", "p", write_tree(tmp_path / "src", {"a": "a"}))
+    [record] = [e for e in remote.listing(store.objects.fs, store.catalog.dir) if "json" in e.path]
+    assert record.modified is not None and abs(record.modified - v.created.timestamp()) < 600
