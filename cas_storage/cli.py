@@ -271,6 +271,23 @@ READING = {"ls", "log", "show", "cat", "diff", "status", "stats", "verify", "ser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one ``cas`` command; ``argv`` defaults to the process's own arguments.
+
+    Called without ``argv`` (the ``cas`` program), the process only exits
+    afterwards: its objects are frozen out of the garbage collector first, so
+    that Python's exit does not walk everything the S3 client built (0.2 s
+    after an S3 command, 0.03 s frozen). Callers passing ``argv`` keep a normal
+    collector.
+    """
+    code = _main(argv)
+    if argv is None:
+        import gc
+
+        gc.freeze()
+    return code
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
     from .store import Store, default_url  # after parsing: --help and usage errors skip it
 

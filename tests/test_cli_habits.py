@@ -251,3 +251,21 @@ def test_rich_is_imported_only_to_draw(cas, tmp_path):
     assert not imports_rich("--json", "ls")
     assert not imports_rich("get", "w", "p", str(tmp_path / "out"))
     assert imports_rich("ls")  # a human table is drawn with rich
+
+
+def test_only_the_cas_process_freezes_its_objects_before_exiting(tmp_path):
+    """``main()`` as the program skips Python's exit-time collection; a caller's stays."""
+    write_tree(tmp_path / "src", {"f": "x"})
+    env = {**os.environ, "CAS_STATE": str(tmp_path / "state.db"), "CAS_STORE": str(tmp_path / "s")}
+
+    def frozen(call: str) -> bool:
+        probe = f"import gc, sys, cas_storage.cli as c; {call}; print(gc.get_freeze_count() > 0)"
+        args = ["put", "w", "p", str(tmp_path / "src")]
+        done = subprocess.run(
+            [sys.executable, "-c", probe, *args], capture_output=True, text=True, env=env
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip().splitlines()[-1] == "True"
+
+    assert frozen("c.main()")  # as `cas` runs it: arguments from sys.argv
+    assert not frozen("c.main(sys.argv[1:])")
