@@ -2,9 +2,9 @@
 
 No storage logic lives here. Errors print one line on stderr and exit 1; usage
 errors (a bad option value included) exit 2. ``--json`` prints exact,
-machine-readable output; human output uses readable sizes and rich tables
-(rich is imported only when a table or progress bar is actually drawn, so
-start-up stays fast).
+machine-readable output; human output uses readable sizes and aligned plain-text
+tables (rich is imported only when a progress bar is actually drawn, so start-up
+stays fast).
 """
 
 from __future__ import annotations
@@ -599,38 +599,53 @@ def _print(args: argparse.Namespace, rows: list[dict[str, Any]], columns: list[s
 
 
 def _table(rows: list[dict[str, Any]], columns: list[str]) -> None:
-    """A rich table on stdout: sizes human-readable, numbers right-aligned.
+    """An aligned table on stdout: sizes human-readable, numbers right-aligned.
 
-    Piped output is never wrapped or cut, so ``cas log ... | grep`` sees whole lines.
+    Plain text, two spaces between columns, the header bold on a terminal (rich
+    took 0.5 s to lay out ``cas log`` of 1,000 versions). Lines are never wrapped
+    or cut, so ``cas log ... | grep`` sees whole lines.
     """
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(box=None, pad_edge=False, header_style="bold")
+    right = []
     for c in columns:
         present = [r[c] for r in rows if r.get(c, "") != ""]
-        numeric = c in SIZE_COLUMNS or all(isinstance(v, int) for v in present)
-        table.add_column(c.upper(), justify="right" if numeric else "left", no_wrap=True)
-    for row in rows:
-        table.add_row(*(_cell(c, row.get(c, "")) for c in columns))
-    terminal = sys.stdout.isatty()
-    console = Console(
-        width=None if terminal else 1 << 16,
-        soft_wrap=not terminal,
-        markup=False,  # a path like "[x]" is text, not rich markup
-        highlight=False,
-        emoji=False,
-    )
-    with console.capture() as captured:
-        console.print(table)
-    # rich pads every cell to its column's width: trailing blanks only get in a reader's way
-    print("\n".join(line.rstrip() for line in captured.get().splitlines()))
+        right.append(c in SIZE_COLUMNS or all(isinstance(v, int) for v in present))
+    grid = [[c.upper() for c in columns]]
+    grid += [[_cell(c, row.get(c, "")) for c in columns] for row in rows]
+    widths = [max(_width(line[i]) for line in grid) for i in range(len(columns))]
+    lines = [
+        "  ".join(_pad(text, w, r) for text, w, r in zip(line, widths, right, strict=True)).rstrip()
+        for line in grid
+    ]
+    if sys.stdout.isatty():
+        lines[0] = f"\x1b[1m{lines[0]}\x1b[0m"
+    print("\n".join(lines))
 
 
 def _cell(column: str, value: object) -> str:
     if column in SIZE_COLUMNS and isinstance(value, int):
         return human_size(value)
-    return str(value)
+    text = str(value)
+    if text.isprintable():
+        return text
+    # A control character in a name (an escape, a tab) is shown, never sent to the terminal.
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+
+
+def _width(text: str) -> int:
+    """Terminal cells ``text`` takes: wide (CJK) characters two, combining marks none."""
+    if text.isascii():
+        return len(text)
+    import unicodedata
+
+    return sum(
+        0 if unicodedata.combining(ch) else 2 if unicodedata.east_asian_width(ch) in "WF" else 1
+        for ch in text
+    )
+
+
+def _pad(text: str, width: int, right: bool) -> str:
+    fill = " " * (width - _width(text))
+    return fill + text if right else text + fill
 
 
 if __name__ == "__main__":

@@ -250,7 +250,7 @@ def test_rich_is_imported_only_to_draw(cas, tmp_path):
     assert not imports_rich("put", "w", "p", str(src))  # quick, not a terminal: no bar
     assert not imports_rich("--json", "ls")
     assert not imports_rich("get", "w", "p", str(tmp_path / "out"))
-    assert imports_rich("ls")  # a human table is drawn with rich
+    assert not imports_rich("ls")  # a human table is plain text
 
 
 def test_only_the_cas_process_freezes_its_objects_before_exiting(tmp_path):
@@ -269,3 +269,21 @@ def test_only_the_cas_process_freezes_its_objects_before_exiting(tmp_path):
 
     assert frozen("c.main()")  # as `cas` runs it: arguments from sys.argv
     assert not frozen("c.main(sys.argv[1:])")
+
+
+def test_tables_align_wide_names_and_show_control_characters_escaped(cas, tmp_path):
+    import unicodedata
+
+    src = write_tree(tmp_path / "src", {"a\x1b[31mb": "x", "f": "y"})
+    for key in ("日本", "ab"):
+        assert cas("put", "w", key, str(src)).returncode == 0
+    listed = cas("ls")
+    assert listed.returncode == 0, listed.stderr
+    # BYTES, the last column, is right-aligned: every line ends in the same terminal cell.
+    cells = {
+        sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in line)
+        for line in listed.stdout.splitlines()
+    }
+    assert len(cells) == 1, listed.stdout
+    shown = cas("show", "w", "ab")
+    assert "a\\x1b[31mb" in shown.stdout and "\x1b" not in shown.stdout, shown.stdout
