@@ -21,7 +21,9 @@ from typing import Any
 
 from .errors import StoreFormatError, UnknownVersion, VersionExists, not_found
 
-FORMAT = 1
+#: 2: objects may lie in pack files (``packs.py``); a format-1 store is upgraded when
+#: first opened for writing, so an older cas_storage refuses it instead of missing objects.
+FORMAT = 2
 BUSY_TIMEOUT_MS = 60_000
 # SQLite primary result codes (sqlite3 exposes them as constants only from Python 3.11).
 _SQLITE_PERM, _SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_READONLY = 3, 5, 6, 8
@@ -225,6 +227,10 @@ class SQLiteCatalog(Catalog):
                 conn.execute(
                     "INSERT OR IGNORE INTO meta(key, value) VALUES ('format', ?), ('store_id', ?)",
                     (str(FORMAT), uuid.uuid4().hex),
+                )
+                conn.execute(
+                    "UPDATE meta SET value = ? WHERE key = 'format' AND CAST(value AS INTEGER) < ?",
+                    (str(FORMAT), FORMAT),
                 )
                 conn.execute("COMMIT")
             except BaseException:

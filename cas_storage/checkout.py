@@ -517,11 +517,14 @@ class _Writer:
             where = self.local.get(digest)
             if where is not None:
                 sources.append((where[0], where[1], size, True))
-            else:
-                sources.append((self.objects.path(digest), 0, size, False))
-                fetched += size
-        if len(sources) == 1 and not sources[0][3]:
-            return self._clone_or_copy(fd, sources[0][0], entry, fetched)
+                continue
+            stored = self.objects.locate(digest)  # its loose file, or its place in a pack
+            if stored is None or stored[2] != size:
+                return None  # missing or damaged: the verified path names it
+            sources.append((stored[0], stored[1], size, False))
+            fetched += size
+        if len(sources) == 1 and sources[0][0] == self.objects.path(entry.digest):
+            return self._clone_or_copy(fd, sources[0][0], entry, fetched)  # a whole loose file
         # Two cores: a thread copies piece after piece in the kernel while this one
         # hashes what is already written (both mostly in system calls or C).
         copied: queue.SimpleQueue[int | None] = queue.SimpleQueue()

@@ -8,7 +8,8 @@ Safe beside any number of snapshots, by the lease protocol of ``locks.py``:
    than the grace period.
 2. **delete** (the exclusive lock, so no snapshot or checkout runs meanwhile):
    drop the versions the policy drops, *recompute* what the catalog references
-   now, and delete the candidates it does not reference.
+   now, and delete the candidates it does not reference: loose files go, a pack
+   holding any of them is rewritten without them (``packs.repack``).
 
 A snapshot holds the shared lease from before it decides which stored objects
 it reuses until after it records its version, so an object it relies on is
@@ -30,6 +31,8 @@ from .objects import LocalObjects, ObjectStore
 from .progress import Progress
 
 GRACE_SECONDS = 3600.0
+#: A pack without an index older than this was left by a writer that died (``packs.py``).
+STALE_SECONDS = 3600.0
 
 
 @dataclass
@@ -113,12 +116,11 @@ def gc(
             catalog.delete(v)
         report.versions_dropped = dropped
         referenced = _referenced(objects, catalog.all_versions(), manifests)
-        for digest, size in candidates.items():
-            if digest in referenced:
-                continue
-            objects.delete(digest)
-            report.objects_deleted += 1
-            report.bytes_freed += size
+        doomed = {d: size for d, size in candidates.items() if d not in referenced}
+        # Loose files go; packs holding any of them are rewritten without them.
+        objects.free(doomed)
+        report.objects_deleted, report.bytes_freed = len(doomed), sum(doomed.values())
+        objects.remove_orphan_packs(older_than=STALE_SECONDS)
     if isinstance(objects, LocalObjects):
         objects.remove_stale_temps()
     return report

@@ -42,7 +42,11 @@ if TYPE_CHECKING:
 from .errors import CasError, StoreFormatError, UnknownVersion, VersionExists, not_found
 
 #: Version of this layout, in ``meta.json``. Format 1 kept ``<number>.json`` records.
-FORMAT = 2
+#: 3: objects may lie in pack files (``packs.py``); format 2 (the same catalog) is
+#: upgraded on open, so an older cas_storage refuses the store instead of missing objects.
+FORMAT = 3
+#: The oldest format this code reads (and upgrades).
+OLDEST_FORMAT = 2
 _WIDTH = 12
 _TOP = 10**_WIDTH - 1
 _RECORD = ".json"
@@ -101,12 +105,17 @@ class ObjectCatalog(Catalog):
                 f"{meta_path} uses store format {found}, newer than this cas_storage "
                 f"understands ({FORMAT}); upgrade cas_storage to read it"
             )
-        if found < FORMAT:
+        if found < OLDEST_FORMAT:
             raise StoreFormatError(
                 f"{meta_path} uses store format {found}, written by an older cas_storage; "
-                f"this one reads format {FORMAT} only (copy the versions out with the "
-                "older cas_storage, or start a new store)"
+                f"this one reads formats {OLDEST_FORMAT}-{FORMAT} only (copy the versions out "
+                "with the older cas_storage, or start a new store)"
             )
+        if found < FORMAT:
+            meta["format"] = FORMAT
+            # Best effort: a reader without write access still reads the store.
+            with contextlib.suppress(OSError):
+                remote.replace_existing(self.fs, meta_path, json.dumps(meta).encode())
         return store_id
 
     # -- layout ---------------------------------------------------------------

@@ -5,8 +5,12 @@
 calls on the hot paths and atomic writes (temp file in the same folder, then
 ``os.replace``) so a reader never sees half an object.
 
-Layout, relative to the store root: ``objects/ab/cdef...`` — fanned out by the
-first two hex digits of the digest.
+Layout, relative to the store root: ``packs/<id>.pack`` + ``packs/<id>.idx``, the
+objects a batch of writes stored (``packs.py``), and ``objects/ab/cdef...``, loose
+objects (manifests, small batches, stores written before packs) fanned out by the
+first two hex digits of the digest. Every read looks in the packs' index first,
+then for a loose file, then reloads the index once (another process may have
+written or repacked since).
 """
 
 from __future__ import annotations
@@ -19,10 +23,12 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from types import ModuleType
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, NamedTuple, cast
 
+from . import packs
 from .errors import CorruptObject, MissingObject
 from .hashing import digest_bytes, is_digest
+from .packs import Location, PackIndex, PackSink, PackWriter
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
@@ -58,23 +64,130 @@ class ObjectStore:
     b'hello'
     """
 
+    #: Threads that append a batch's objects to its packs (``pipeline.BackgroundPuts``):
+    #: none here, appending is a copy into memory; a full pack uploads in the background.
+    put_workers = 0
+    #: Whether a batch uploads its finished packs on background threads.
+    background_uploads = True
+
     def __init__(self, fs: fsspec.AbstractFileSystem, root: str) -> None:
         self.fs = fs
         self.root = root.rstrip("/")
         self.dir = posixpath.join(self.root, "objects")
+        self._index = PackIndex()
 
     def path(self, digest: str) -> str:
-        """Where the object lives (does not check that it exists)."""
+        """Where the object lives as a loose file (does not check that it exists)."""
         _check(digest)
         return f"{self.dir}/{digest[:2]}/{digest[2:]}"  # posixpath.join, 3x faster
 
-    def has(self, digest: str) -> bool:
+    # -- packs ----------------------------------------------------------------
+    def refresh_packs(self) -> PackIndex:
+        """The index of every pack, brought up to date from a fresh listing."""
+        listed = {
+            name[len(packs.FOLDER) + 1 : -len(packs.INDEX_SUFFIX)]: when
+            for name, when in self.records(packs.FOLDER).items()
+            if name.endswith(packs.INDEX_SUFFIX)
+        }
+        self._index.update(listed, self._load_indexes)
+        return self._index
+
+    def pack_index(self) -> PackIndex:
+        """The index as last loaded (loaded now if never): for lookups that retry on a miss."""
+        return self._index if self._index.loaded else self.refresh_packs()
+
+    def _load_indexes(self, ids: list[str]) -> dict[str, bytes | Exception]:
+        paths = {posixpath.join(self.root, packs.index_name(p)): p for p in ids}
+        found = _remote().read_many(self.fs, list(paths))
+        return {paths[path]: data for path, data in found.items()}
+
+    def read_packed(self, where: Location) -> bytes:
+        """The bytes at ``where`` (unverified); ``FileNotFoundError`` if the pack is gone."""
+        return self.read_range(where.pack, where.offset, where.size)
+
+    def read_range(self, pack: str, offset: int, size: int) -> bytes:
+        path = posixpath.join(self.root, packs.pack_name(pack))
+        return cast(bytes, _remote().read_range(self.fs, path, offset, size))
+
+    def pack_sink(self, pack: str) -> PackSink:
+        return _MemoryPack(self, pack)
+
+    def put_loose_many(self, items: dict[str, bytes]) -> None:
+        """Store ``{digest: data}`` as loose objects, many at once."""
+        _remote().put_many(self.fs, {self.path(d): data for d, data in items.items()})
+
+    def free(self, digests: Iterable[str]) -> None:
+        """Delete these objects wherever they are (gc, under its exclusive lock).
+
+        Loose files go; a pack holding any of them is rewritten without them.
+        """
+        doomed = set(digests)
+        packs.repack(self, self.refresh_packs(), doomed)
+        self._delete_loose(doomed)
+        self.refresh_packs()
+
+    def _delete_loose(self, digests: set[str]) -> None:
+        _remote().delete_many(self.fs, [self.path(d) for d in digests])
+
+    def remove_orphan_packs(self, older_than: float) -> int:
+        """Delete packs without an index (a writer died between the two writes), if old."""
+        found = self.records(packs.FOLDER)
+        cutoff = self.store_time() - older_than
+        removed = 0
+        for name, when in found.items():
+            index = name[: -len(packs.PACK_SUFFIX)] + packs.INDEX_SUFFIX
+            if name.endswith(packs.PACK_SUFFIX) and when <= cutoff and index not in found:
+                self.delete_record(name)
+                removed += 1
+        return removed
+
+    def pack_problems(self) -> dict[str, str]:
+        """Index records that could not be read, and why (``cas verify`` reports them)."""
+        return dict(self.refresh_packs().damaged)
+
+    def _find(self, digest: str) -> bytes | None:
+        """The object's bytes from a pack or its loose file; ``None`` if it is in neither.
+
+        A miss reloads the index once: another process may have packed it since we
+        loaded the index, or gc may have moved it to a new pack.
+        """
+        index = self.pack_index()
+        for attempt in range(2):
+            where = index.get(digest)
+            try:
+                return self.read_packed(where) if where is not None else self._read_loose(digest)
+            except FileNotFoundError:
+                if attempt == 0:
+                    index = self.refresh_packs()
+        return None
+
+    def _read_loose(self, digest: str) -> bytes:
+        return cast(bytes, _remote().read(self.fs, self.path(digest)))
+
+    def _loose_exists(self, digest: str) -> bool:
         return cast(bool, _remote().exists(self.fs, self.path(digest)))
 
-    def missing(self, digests: Iterable[str]) -> set[str]:
-        """Which of ``digests`` the store does not hold: one batch of listings on S3."""
-        where = {self.path(d): d for d in set(digests)}
+    def _loose_missing(self, digests: set[str]) -> set[str]:
+        where = {self.path(d): d for d in digests}
         return {where[p] for p in _remote().absent(self.fs, self.dir, where)}
+
+    def _loose_inventory(self) -> Iterator[tuple[str, int, float]]:
+        for entry in _remote().listing(self.fs, self.dir + "/"):
+            fan, rest = entry.path.rsplit("/", 2)[-2:]
+            if is_digest(fan + rest):
+                yield fan + rest, entry.size, entry.modified or 0.0
+
+    # -- the object API -------------------------------------------------------
+    def has(self, digest: str) -> bool:
+        _check(digest)
+        if digest in self.pack_index() or self._loose_exists(digest):
+            return True
+        return digest in self.refresh_packs()
+
+    def missing(self, digests: Iterable[str]) -> set[str]:
+        """Which of ``digests`` the store does not hold: a fresh index, then listings."""
+        index = self.refresh_packs()
+        return self._loose_missing({d for d in set(digests) if d not in index})
 
     def touch(self, digest: str) -> bool:
         """Mark a present object as just used (gc spares recent objects); False if absent.
@@ -85,16 +198,30 @@ class ObjectStore:
 
     def mtime(self, digest: str) -> float:
         """When the object was last written or touched (seconds since the epoch)."""
-        try:
-            return float(self.fs.modified(self.path(digest)).timestamp())
-        except FileNotFoundError:
-            raise MissingObject(digest) from None
+        for _, _, written in self.inventory_of({digest}):
+            return written
+        raise MissingObject(digest)
 
     def size(self, digest: str) -> int:
-        try:
-            return int(self.fs.size(self.path(digest)))
-        except FileNotFoundError:
-            raise MissingObject(digest) from None
+        for _, size, _ in self.inventory_of({digest}):
+            return size
+        raise MissingObject(digest)
+
+    def inventory_of(self, digests: set[str]) -> Iterator[tuple[str, int, float]]:
+        """``(digest, size, time written)`` of those of ``digests`` the store holds."""
+        index = self.refresh_packs()
+        times = index.packs()
+        for digest in digests:
+            where = index.get(digest)
+            if where is not None:
+                yield digest, where.size, times[where.pack]
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    yield (digest, *self._loose_stat(digest))
+
+    def _loose_stat(self, digest: str) -> tuple[int, float]:
+        path = self.path(digest)
+        return int(self.fs.size(path)), float(self.fs.modified(path).timestamp())
 
     def put(self, data: bytes | bytearray | memoryview, digest: str | None = None) -> str:
         """Store ``data`` unless present; return its digest. Objects are never rewritten.
@@ -108,36 +235,43 @@ class ObjectStore:
 
     def read(self, digest: str, verify: bool = True, where: str = "") -> bytes:
         """The object's bytes; with ``verify``, raise ``CorruptObject`` on a mismatch."""
-        try:
-            data = cast(bytes, _remote().read(self.fs, self.path(digest)))
-        except FileNotFoundError:
-            raise MissingObject(digest, where) from None
+        _check(digest)
+        data = self._find(digest)
+        if data is None:
+            raise MissingObject(digest, where)
         if verify and (got := digest_bytes(data)) != digest:
             raise CorruptObject(digest, got, where)
         return data
 
     def delete(self, digest: str) -> None:
-        _remote().delete_many(self.fs, [self.path(digest)])
+        """Delete the object (``free`` for many: a pack is rewritten once for all)."""
+        self.free([digest])
 
     def __iter__(self) -> Iterator[str]:
         """Every stored digest (order unspecified)."""
         return (digest for digest, _, _ in self.inventory())
 
     def inventory(self) -> Iterator[tuple[str, int, float]]:
-        """``(digest, size, time written)`` of every stored object, from listings alone."""
-        for entry in _remote().listing(self.fs, self.dir + "/"):
-            fan, rest = entry.path.rsplit("/", 2)[-2:]
-            if is_digest(fan + rest):
-                yield fan + rest, entry.size, entry.modified or 0.0
+        """``(digest, size, time written)`` of every stored object, once each, from
+        the packs' index and listings alone (a packed object has its pack's time)."""
+        index = self.refresh_packs()
+        for digest, where, written in index.objects():
+            yield digest, where.size, written
+        for digest, size, written in self._loose_inventory():
+            if digest not in index:
+                yield digest, size, written
 
     # -- batches: many objects at once ------------------------------------------
     def batch(self) -> contextlib.AbstractContextManager[ObjectStore]:
-        """A store whose ``put`` runs in the background, many at once.
+        """A view of the store whose ``put`` stores into packs (``packs.py``).
 
-        Leaving the ``with`` block waits until every put is durable (and raises the
-        first failure), so the write order holds: objects, then what references them.
+        Leaving the ``with`` block waits until every object is durable (and raises
+        the first failure), so the write order holds: objects, then what references
+        them. Objects the index names are not written again; the index is reloaded
+        when the batch starts — under the caller's lease, so gc deletes none of them
+        before the batch's version is recorded.
         """
-        return _BatchedPuts(self)
+        return cast("contextlib.AbstractContextManager[ObjectStore]", PackBatch(self))
 
     def read_ahead(
         self, wanted: Iterable[tuple[str, int]]
@@ -212,125 +346,223 @@ class _Budget:
             self.cond.notify_all()
 
 
-class _BatchedPuts(ObjectStore):
-    """The same store, with ``put`` queued to a thread pool (see ``ObjectStore.batch``)."""
+#: Neighbouring objects of one pack are fetched by one ranged read of at most this size.
+RUN_BYTES = 4 * 2**20
 
-    def __init__(self, parent: ObjectStore) -> None:
-        super().__init__(parent.fs, parent.root)
-        from concurrent.futures import ThreadPoolExecutor  # imports logging: only when used
 
-        self._pool = ThreadPoolExecutor(_remote().CONCURRENCY, thread_name_prefix="cas-put")
-        self._budget = _Budget(BATCH_BYTES)
-        self._queued: set[str] = set()
-        self._pending: list[Future[None]] = []
+class _Run(NamedTuple):
+    """Wanted objects fetched by one read: neighbours in a pack, or one loose object."""
 
-    def put(self, data: bytes | bytearray | memoryview, digest: str | None = None) -> str:
-        digest = digest or digest_bytes(data)
-        if digest in self._queued:
-            return digest
-        self._raise_first_failure(done_only=True)
-        body = bytes(data)  # a chunk's view is only valid until the next one is cut
-        self._budget.take(len(body))
-        self._queued.add(digest)
-        self._pending.append(self._pool.submit(self._put, body, digest))
-        return digest
-
-    def _put(self, body: bytes, digest: str) -> None:
-        try:
-            _remote().put(self.fs, self.path(digest), body)
-        finally:
-            self._budget.give(len(body))
-
-    def missing(self, digests: Iterable[str]) -> set[str]:
-        self._raise_first_failure(done_only=False)  # what we wrote is there before we ask
-        return super().missing(digests)
-
-    def _raise_first_failure(self, done_only: bool) -> None:
-        still = []
-        for future in self._pending:
-            if done_only and not future.done():
-                still.append(future)
-            else:
-                future.result()
-        self._pending = still
-
-    def __enter__(self) -> ObjectStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        try:
-            if exc[0] is None:
-                self._raise_first_failure(done_only=False)
-        finally:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+    pack: str | None
+    start: int
+    size: int
+    first: int  # the first and last wanted positions it holds
+    last: int
 
 
 class ReadAhead:
     """Objects read in a known order, fetched ahead within ``BATCH_BYTES``.
 
-    ``read`` of the next wanted digest waits for its fetch; digests the caller
-    skips are dropped from the window; anything not planned is read directly.
-    Verification and the errors' wording happen in ``read``, as for
-    ``ObjectStore.read``.
+    Neighbouring objects of a pack are fetched by one ranged read (a few MiB), the
+    rest one by one, ``CONCURRENCY`` reads at once. ``read`` of the next wanted
+    digest waits for its fetch; digests the caller skips are dropped from the
+    window; anything not planned — or gone from its pack since (a repack) — is
+    read directly. Verification and the errors' wording happen in ``read``, as
+    for ``ObjectStore.read``.
     """
 
     def __init__(self, objects: ObjectStore, wanted: list[tuple[str, int]]) -> None:
         self.objects = objects
-        self._wanted = wanted
+        self._digests = [digest for digest, _ in wanted]
+        self._runs: list[_Run] = []
+        self._run_of: list[int] = []  # position -> its run
+        self._slices: list[tuple[int, int]] = []  # position -> (offset, size) in its run
+        index = objects.pack_index()
+        for position, (digest, size) in enumerate(wanted):
+            where = index.get(digest)
+            last = self._runs[-1] if self._runs else None
+            if (
+                where is not None
+                and last is not None
+                and last.pack == where.pack
+                and last.start + last.size == where.offset
+                and last.size + where.size <= RUN_BYTES
+            ):
+                self._runs[-1] = last._replace(size=last.size + where.size, last=position)
+                self._slices.append((where.offset - last.start, where.size))
+            elif where is not None:
+                self._runs.append(_Run(where.pack, where.offset, where.size, position, position))
+                self._slices.append((0, where.size))
+            else:
+                self._runs.append(_Run(None, 0, size, position, position))
+                self._slices.append((0, size))
+            self._run_of.append(len(self._runs) - 1)
         self._budget = _Budget(BATCH_BYTES)
         from concurrent.futures import ThreadPoolExecutor  # imports logging: only when used
 
         self._pool = ThreadPoolExecutor(_remote().CONCURRENCY, thread_name_prefix="cas-read")
         self._fetches: dict[int, Future[bytes | None]] = {}
-        self._next = 0  # the next position to fetch
+        self._next = 0  # the next run to fetch
         self._done = 0  # positions before this one were read or skipped
         self._fill()
 
     def _fill(self) -> None:
-        while self._next < len(self._wanted):
-            digest, size = self._wanted[self._next]
+        while self._next < len(self._runs):
+            size = self._runs[self._next].size
             with self._budget.cond:
                 if self._budget.used and self._budget.used + size > self._budget.limit:
                     return
                 self._budget.used += size
-            self._fetches[self._next] = self._pool.submit(self._fetch, digest)
+            self._fetches[self._next] = self._pool.submit(self._fetch, self._runs[self._next])
             self._next += 1
 
-    def _fetch(self, digest: str) -> bytes | None:
+    def _fetch(self, run: _Run) -> bytes | None:
         try:
-            return self.objects.read(digest, verify=False)
+            if run.pack is None:
+                return self.objects.read(self._digests[run.first], verify=False)
+            return self.objects.read_range(run.pack, run.start, run.size)
         except FileNotFoundError:
-            return None  # reported (with the reader's wording) when it is read
+            return None  # read directly when asked for: reported with the reader's wording
 
     def read(self, digest: str, verify: bool = True, where: str = "") -> bytes:
-        position = next(
-            (p for p in range(self._done, self._next) if self._wanted[p][0] == digest), None
-        )
+        fetching = self._next < len(self._runs)
+        planned = self._runs[self._next].first if fetching else len(self._digests)
+        position = next((p for p in range(self._done, planned) if self._digests[p] == digest), None)
         if position is None:
             return self.objects.read(digest, verify, where)
-        for skipped in range(self._done, position):
+        run = self._run_of[position]
+        for skipped in range(self._run_of[self._done], run):
             self._release(skipped)
-        data = self._fetches[position].result()
-        self._release(position)
+        data = self._fetches[run].result()
         self._done = position + 1
+        if position == self._runs[run].last:
+            self._release(run)
         self._fill()
         if data is None:
-            raise MissingObject(digest, where)
+            return self.objects.read(digest, verify, where)
+        if self._runs[run].pack is not None:
+            offset, size = self._slices[position]
+            data = data[offset : offset + size]
         if verify and (got := digest_bytes(data)) != digest:
             raise CorruptObject(digest, got, where)
         return data
 
-    def _release(self, position: int) -> None:
-        future = self._fetches.pop(position, None)
+    def _release(self, run: int) -> None:
+        future = self._fetches.pop(run, None)
         if future is not None:
             future.cancel()
-            self._budget.give(self._wanted[position][1])
+            self._budget.give(self._runs[run].size)
 
     def __enter__(self) -> ReadAhead:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+class PackBatch:
+    """The store as one batch of writes sees it: ``put`` stores into packs.
+
+    Everything but ``put``/``missing``/``has`` is the store's own (``ObjectStore.batch``).
+    """
+
+    def __init__(self, objects: ObjectStore) -> None:
+        self.objects = objects
+        self.put_workers = objects.put_workers
+        index = objects.refresh_packs()  # fresh under the caller's lease
+        self.writer = PackWriter(objects, skip=index.__contains__)
+
+    def put(self, data: bytes | bytearray | memoryview, digest: str | None = None) -> str:
+        digest = digest or digest_bytes(data)
+        self.writer.put(data, digest)
+        return digest
+
+    def has(self, digest: str) -> bool:
+        return self.writer.has(digest) or self.objects.has(digest)
+
+    def missing(self, digests: Iterable[str]) -> set[str]:
+        """What the store lacks, counting this batch's objects as stored (they will be
+        durable before the batch ends, so before anything that references them)."""
+        return {d for d in self.objects.missing(digests) if not self.writer.has(d)}
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.objects, name)
+
+    def __enter__(self) -> PackBatch:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        if kind is None:
+            self.writer.close()
+        else:
+            self.writer.abort()
+
+
+class _MemoryPack:
+    """A pack built in memory, then uploaded whole: the pack, then its index (rule 1)."""
+
+    def __init__(self, objects: ObjectStore, pack: str) -> None:
+        self.objects = objects
+        self.pack = pack
+        self.body = bytearray()
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.body += data
+
+    def finish(self, index: bytes) -> None:
+        root, fs = self.objects.root, self.objects.fs
+        body, self.body = bytes(self.body), bytearray()
+        _remote().put(fs, posixpath.join(root, packs.pack_name(self.pack)), body)
+        _remote().put(fs, posixpath.join(root, packs.index_name(self.pack)), index)
+
+    def abort(self) -> None:
+        self.body = bytearray()
+
+
+class _FilePack:
+    """A pack appended to a temp file beside its final name, then renamed (rule 1)."""
+
+    def __init__(self, objects: LocalObjects, pack: str) -> None:
+        self.objects = objects
+        folder = os.path.join(objects.root, packs.FOLDER)
+        os.makedirs(folder, exist_ok=True)
+        self.final = os.path.join(objects.root, *packs.pack_name(pack).split("/"))
+        self.index = os.path.join(objects.root, *packs.index_name(pack).split("/"))
+        self.temp = f"{self.final}{TEMP_MARK}{secrets.token_hex(6)}"
+        self.out = open(self.temp, "xb")  # noqa: SIM115 - closed in finish/abort
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        try:
+            self.out.write(data)
+        except OSError as exc:  # write() errors (ENOSPC) name no file: name it
+            self.abort()
+            raise OSError(exc.errno, f"{exc.strerror} while storing objects", self.final) from exc
+
+    def finish(self, index: bytes) -> None:
+        try:
+            self.out.flush()
+            if self.objects.fsync:
+                os.fsync(self.out.fileno())
+            self.out.close()
+            os.chmod(self.temp, 0o444)
+            os.replace(self.temp, self.final)
+            temp = f"{self.index}{TEMP_MARK}{secrets.token_hex(6)}"
+            with open(temp, "xb") as out:
+                out.write(index)
+                if self.objects.fsync:
+                    out.flush()
+                    os.fsync(out.fileno())
+            os.chmod(temp, 0o444)
+            os.replace(temp, self.index)
+        except OSError as exc:
+            self.abort()
+            raise OSError(exc.errno, f"{exc.strerror} while storing objects", self.final) from exc
+
+    def abort(self) -> None:
+        with contextlib.suppress(OSError):
+            self.out.close()
+        with contextlib.suppress(OSError):
+            os.unlink(self.temp)
 
 
 class LocalObjects(ObjectStore):
@@ -340,6 +572,11 @@ class LocalObjects(ObjectStore):
     stores that must survive power loss, not just process crashes.
     """
 
+    #: One thread appends a batch's objects to its pack file while the caller reads and
+    #: hashes; a finished pack is renamed into place on that thread (no uploads).
+    put_workers = 1
+    background_uploads = False
+
     def __init__(self, root: str, fsync: bool = False) -> None:
         # No fsspec filesystem up front: importing fsspec costs every command ~0.1 s of
         # start-up, and every method here uses plain ``os`` calls.
@@ -347,6 +584,9 @@ class LocalObjects(ObjectStore):
         self.dir = posixpath.join(self.root, "objects")
         self.fsync = fsync
         self._made: set[str] = set()
+        self._index = PackIndex()
+        self._open_packs: dict[str, int] = {}  # pack id -> descriptor, for pread
+        self._open_lock = threading.Lock()
 
     @property
     def fs(self) -> fsspec.AbstractFileSystem:
@@ -355,27 +595,95 @@ class LocalObjects(ObjectStore):
 
         return fsspec.filesystem("file")
 
-    def has(self, digest: str) -> bool:
+    # -- packs: files read with pread through descriptors kept open ---------------
+    def refresh_packs(self) -> PackIndex:
+        index = super().refresh_packs()
+        with self._open_lock:  # a removed pack's space is freed once nothing holds it open
+            for pack in set(self._open_packs) - set(index.packs()):
+                os.close(self._open_packs.pop(pack))
+        return index
+
+    def _load_indexes(self, ids: list[str]) -> dict[str, bytes | Exception]:
+        out: dict[str, bytes | Exception] = {}
+        for pack in ids:
+            try:
+                out[pack] = self.read_record(packs.index_name(pack))
+            except OSError as exc:
+                out[pack] = exc
+        return out
+
+    def read_range(self, pack: str, offset: int, size: int) -> bytes:
+        return os.pread(self._pack_fd(pack), size, offset)
+
+    def pack_file(self, pack: str) -> str:
+        return self._record_path(packs.pack_name(pack))
+
+    def _pack_fd(self, pack: str) -> int:
+        fd = self._open_packs.get(pack)
+        if fd is None:
+            with self._open_lock:
+                fd = self._open_packs.get(pack)
+                if fd is None:
+                    fd = self._open_packs[pack] = os.open(self.pack_file(pack), os.O_RDONLY)
+        return fd
+
+    def locate(self, digest: str) -> tuple[str, int, int] | None:
+        """``(file, offset, size)`` of the object's bytes on disk (for kernel copies), or
+        ``None`` when it is in no pack and has no loose file. Unverified."""
+        where = self.pack_index().get(digest)
+        if where is not None:
+            return self.pack_file(where.pack), where.offset, where.size
+        try:
+            return self.path(digest), 0, os.stat(self.path(digest)).st_size
+        except FileNotFoundError:
+            where = self.refresh_packs().get(digest)
+        return None if where is None else (self.pack_file(where.pack), where.offset, where.size)
+
+    def pack_sink(self, pack: str) -> PackSink:
+        return _FilePack(self, pack)
+
+    def put_loose_many(self, items: dict[str, bytes]) -> None:
+        for digest, data in items.items():
+            self.put(data, digest)
+
+    def _delete_loose(self, digests: set[str]) -> None:
+        for digest in digests:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path(digest))
+
+    # -- loose objects: plain files -------------------------------------------
+    def _read_loose(self, digest: str) -> bytes:
+        with open(self.path(digest), "rb") as stream:
+            return stream.read()
+
+    def _loose_exists(self, digest: str) -> bool:
         return os.path.exists(self.path(digest))
+
+    def _loose_missing(self, digests: set[str]) -> set[str]:
+        return {d for d in digests if not os.path.exists(self.path(d))}
+
+    def _loose_stat(self, digest: str) -> tuple[int, float]:
+        st = os.stat(self.path(digest))
+        return st.st_size, st.st_mtime
+
+    def _loose_inventory(self) -> Iterator[tuple[str, int, float]]:
+        if not os.path.isdir(self.dir):
+            return
+        for fan in os.scandir(self.dir):
+            if not fan.is_dir():
+                continue
+            for entry in os.scandir(fan.path):
+                if is_digest(fan.name + entry.name):
+                    with contextlib.suppress(FileNotFoundError):
+                        st = entry.stat()
+                        yield fan.name + entry.name, st.st_size, st.st_mtime
 
     def touch(self, digest: str) -> bool:
         try:
             os.utime(self.path(digest))
         except FileNotFoundError:
-            return False
+            return self.has(digest)  # packed: the lease protocol, not times, protects it
         return True
-
-    def mtime(self, digest: str) -> float:
-        try:
-            return os.stat(self.path(digest)).st_mtime
-        except FileNotFoundError:
-            raise MissingObject(digest) from None
-
-    def size(self, digest: str) -> int:
-        try:
-            return os.stat(self.path(digest)).st_size
-        except FileNotFoundError:
-            raise MissingObject(digest) from None
 
     def put(self, data: bytes | bytearray | memoryview, digest: str | None = None) -> str:
         digest = digest or digest_bytes(data)
@@ -408,39 +716,6 @@ class LocalObjects(ObjectStore):
                 raise OSError(exc.errno, f"{exc.strerror} while storing an object", target) from exc
             raise
         return digest
-
-    def read(self, digest: str, verify: bool = True, where: str = "") -> bytes:
-        try:
-            with open(self.path(digest), "rb") as stream:
-                data = stream.read()
-        except FileNotFoundError:
-            raise MissingObject(digest, where) from None
-        if verify and (got := digest_bytes(data)) != digest:
-            raise CorruptObject(digest, got, where)
-        return data
-
-    def delete(self, digest: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path(digest))
-
-    def __iter__(self) -> Iterator[str]:
-        if not os.path.isdir(self.dir):
-            return
-        for fan in os.scandir(self.dir):
-            if not fan.is_dir():
-                continue
-            for entry in os.scandir(fan.path):
-                if is_digest(fan.name + entry.name):
-                    yield fan.name + entry.name
-
-    def inventory(self) -> Iterator[tuple[str, int, float]]:
-        for digest in self:
-            with contextlib.suppress(FileNotFoundError):
-                st = os.stat(self.path(digest))
-                yield digest, st.st_size, st.st_mtime
-
-    def batch(self) -> contextlib.AbstractContextManager[ObjectStore]:
-        return contextlib.nullcontext(self)  # local writes are quick one by one
 
     def read_ahead(
         self, wanted: Iterable[tuple[str, int]]
@@ -493,9 +768,6 @@ class LocalObjects(ObjectStore):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._record_path(name))
 
-    def missing(self, digests: Iterable[str]) -> set[str]:
-        return {d for d in set(digests) if not os.path.exists(self.path(d))}
-
     def remove_stale_temps(self, older_than: float = STALE_TEMP_SECONDS) -> int:
         """Delete temp files of writers that died mid-write; return how many.
 
@@ -514,7 +786,7 @@ class LocalObjects(ObjectStore):
 
     def temp_files(self) -> Iterator[str]:
         """Leftovers of writers that died mid-write (safe to delete when old)."""
-        folders = [os.path.join(self.root, "locks")]
+        folders = [os.path.join(self.root, "locks"), os.path.join(self.root, packs.FOLDER)]
         if os.path.isdir(self.dir):
             folders += [fan.path for fan in os.scandir(self.dir) if fan.is_dir()]
         for folder in folders:

@@ -42,9 +42,10 @@ class BackgroundPuts:
         self, objects: ObjectStore, workers: int | None = None, depth: int = DEPTH
     ) -> None:
         if workers is None:
-            # Other stores queue their own puts (``ObjectStore.batch``) and are not
-            # meant to be called from several threads: there this writes inline.
-            workers = WORKERS if isinstance(objects, LocalObjects) else 0
+            # The store says how many threads its puts want (a pack batch: one appends to
+            # the pack file; a remote one packs in memory and uploads on its own threads).
+            default = WORKERS if isinstance(objects, LocalObjects) else 0
+            workers = getattr(objects, "put_workers", default)
         self.objects = objects
         self._queue: queue.Queue[tuple[bytes, str] | None] = queue.Queue(depth)
         self._sent: set[str] = set()

@@ -235,6 +235,15 @@ def read(fs: fsspec.AbstractFileSystem, path: str) -> bytes:
     return bytes(fs.cat_file(path))
 
 
+def read_range(fs: fsspec.AbstractFileSystem, path: str, offset: int, size: int) -> bytes:
+    """``size`` bytes of the object at ``offset``, in one ranged request."""
+    if size == 0:
+        return b""
+    if is_s3(fs):
+        return bytes(fs.cat_file(path, start=offset, end=offset + size, max_concurrency=1))
+    return bytes(fs.cat_file(path, start=offset, end=offset + size))
+
+
 def read_many(fs: fsspec.AbstractFileSystem, paths: list[str]) -> dict[str, bytes | Exception]:
     """Each path's bytes, or the exception reading it raised, fetched concurrently."""
     if not paths:

@@ -39,11 +39,16 @@ def verify(
     >>> verify(ObjectStore(fs, "/doc-verify"), ObjectCatalog(fs, "/doc-verify"))
     []
     """
-    problems: list[Problem] = []
+    problems = [
+        Problem("corrupt", name, f"pack index unreadable: {why}")
+        for name, why in sorted(objects.pack_problems().items())
+    ]
     stored = {digest: size for digest, size, _ in objects.inventory()}
     digests = sorted(stored)
     if sample is not None and sample < len(digests):
         digests = random.sample(digests, sample)
+    index = objects.pack_index()  # read in storage order: neighbours in a pack in one read
+    digests.sort(key=lambda d: index.get(d) or ("", 0, 0))
     progress = progress or Progress()
     progress.start(total_items=len(digests))
     with objects.read_ahead((d, stored[d]) for d in digests) as reader:

@@ -16,10 +16,12 @@ from cas_storage.hashing import digest_bytes
 from cas_storage.manifest import Manifest
 
 
-def tree_for(seed: str) -> dict[str, bytes]:
+def tree_for(seed: str, many: int = 0) -> dict[str, bytes]:
     """A small tree whose every byte follows from ``seed`` (``seed.txt`` names it).
 
-    About one tree in four also holds a file large enough to be chunked.
+    About one tree in four also holds a file large enough to be chunked. ``many``
+    adds that many small files (``many/``): enough of them and a snapshot stores
+    its objects in a pack instead of loose files (``packs.PACK_MIN_OBJECTS``).
     """
     rng = random.Random(seed)
     big = rng.random() < 0.25
@@ -29,6 +31,8 @@ def tree_for(seed: str) -> dict[str, bytes]:
         files[f"{folder}f{i}.bin"] = rng.randbytes(rng.randint(0, 20_000)) + seed.encode()
     if big:
         files["big/weights.bin"] = rng.randbytes(2_500_000) + seed.encode()
+    for i in range(many):
+        files[f"many/m{i}.bin"] = rng.randbytes(rng.randint(1, 3_000)) + seed.encode()
     return files
 
 
@@ -59,18 +63,24 @@ def read_files(root: pathlib.Path) -> dict[str, bytes]:
 def verify_objects(store: Store) -> int:
     """Every object every manifest of every version needs exists and hashes right.
 
+    Read through a freshly loaded pack index (objects lie in packs or loose files).
     Returns how many distinct objects were checked; raises ``AssertionError`` naming
     the first damaged one.
     """
     checked: set[str] = set()
+    store.objects.refresh_packs()
     for version in store.catalog.all_versions():
-        raw = pathlib.Path(store.objects.path(version.manifest)).read_bytes()
+        raw = store.objects.read(version.manifest, verify=False)
         assert digest_bytes(raw) == version.manifest, f"manifest of {version} is damaged"
         manifest = Manifest.decode(raw)
         for digest in manifest.objects() - checked:
-            path = pathlib.Path(store.objects.path(digest))
-            assert path.exists(), f"{version.work}:{version.path} v{version.number}: {digest} lost"
-            assert digest_bytes(path.read_bytes()) == digest, f"object {digest} is damaged"
+            try:
+                data = store.objects.read(digest, verify=False)
+            except FileNotFoundError:
+                raise AssertionError(
+                    f"{version.work}:{version.path} v{version.number}: {digest} lost"
+                ) from None
+            assert digest_bytes(data) == digest, f"object {digest} is damaged"
             checked.add(digest)
         checked.add(version.manifest)
     return len(checked)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import pathlib
 
 from cas_storage import Store
+from cas_storage.packs import PACK_MIN_OBJECTS
 from faults.faultkit import read_files, tree_for, write_exact
 
 WORK, PATH = "root.train", "ckpt"
@@ -33,8 +34,9 @@ def reuser(r: int, url: str, state: str, src: str) -> tuple[str, dict[str, bytes
 
 def cycler(r: int, url: str, state: str, src: str) -> tuple[str, dict[str, bytes]]:
     """Snapshot content of an older version (one of three trees in turn) again: the objects
-    it needs are ones a gc may just have freed."""
+    it needs are ones a gc may just have freed — or moved, repacking the pack they share
+    (each tree has enough files to be stored in a pack; the reuser's are loose)."""
     source = pathlib.Path(src)
-    write_exact(source, tree_for(f"older {r % 3}"))
+    write_exact(source, tree_for(f"older {r % 3}", many=PACK_MIN_OBJECTS + 4))
     v = open_store(url, state).snapshot(WORK, PATH, source)
     return v.manifest, read_files(source)

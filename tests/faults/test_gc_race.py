@@ -40,9 +40,10 @@ def _collector(r: int, store_dir: str, state: str, grace: float) -> int:
 
 def _backdate_objects(store_dir: pathlib.Path, seconds: float) -> None:
     old = time.time() - seconds
-    for dirpath, _, names in os.walk(store_dir / "objects"):
-        for name in names:
-            os.utime(os.path.join(dirpath, name), (old, old))
+    for folder in ("objects", "packs"):
+        for dirpath, _, names in os.walk(store_dir / folder):
+            for name in names:
+                os.utime(os.path.join(dirpath, name), (old, old))
 
 
 @pytest.mark.parametrize("grace", [0.0, GRACE_SECONDS], ids=["grace-0", "grace-default"])

@@ -18,6 +18,7 @@ import pytest
 from conftest import write_tree
 
 from cas_storage import Path, Store
+from cas_storage.catalog import FORMAT as CATALOG_FORMAT
 from cas_storage.catalog import Version
 from cas_storage.context import WorkContext, installed
 from cas_storage.errors import CasError, StoreFormatError
@@ -206,12 +207,12 @@ def test_store_from_a_future_format_is_refused_untouched(tmp_path):
     catalog = store_dir / "catalog.db"
     conn = sqlite3.connect(catalog)
     conn.execute("PRAGMA journal_mode=DELETE")  # a future format may journal differently
-    conn.execute("UPDATE meta SET value='2' WHERE key='format'")
+    conn.execute("UPDATE meta SET value=? WHERE key='format'", (str(CATALOG_FORMAT + 1),))
     conn.execute("ALTER TABLE versions RENAME TO versions_v2")  # and lay out tables anew
     conn.commit()
     conn.close()
     before = catalog.read_bytes()
-    with pytest.raises(StoreFormatError, match="format 2.*newer"):
+    with pytest.raises(StoreFormatError, match=f"format {CATALOG_FORMAT + 1}.*newer"):
         Store.open(store_dir, state=str(tmp_path / "state.db"))
     assert catalog.read_bytes() == before, "a store of a newer format was modified"
     assert not (store_dir / "catalog.db-wal").exists()
