@@ -186,8 +186,11 @@ class ObjectStore:
 
     def missing(self, digests: Iterable[str]) -> set[str]:
         """Which of ``digests`` the store does not hold: a fresh index, then listings."""
+        wanted = set(digests)
+        if not wanted:
+            return set()
         index = self.refresh_packs()
-        return self._loose_missing({d for d in set(digests) if d not in index})
+        return self._loose_missing({d for d in wanted if d not in index})
 
     def touch(self, digest: str) -> bool:
         """Mark a present object as just used (gc spares recent objects); False if absent.
@@ -469,8 +472,16 @@ class PackBatch:
     def __init__(self, objects: ObjectStore) -> None:
         self.objects = objects
         self.put_workers = objects.put_workers
-        index = objects.refresh_packs()  # fresh under the caller's lease
-        self.writer = PackWriter(objects, skip=index.__contains__)
+        self.writer = PackWriter(objects, skip=self._stored)
+        self._index: PackIndex | None = None
+
+    def _stored(self, digest: str) -> bool:
+        # Reloaded at the first put — under the caller's lease, so nothing it names is
+        # deleted before the batch's version is recorded; a batch that writes nothing
+        # (an unchanged snapshot) never reads the index.
+        if self._index is None:
+            self._index = self.objects.refresh_packs()
+        return digest in self._index
 
     def put(self, data: bytes | bytearray | memoryview, digest: str | None = None) -> str:
         digest = digest or digest_bytes(data)

@@ -17,7 +17,7 @@ import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from faultkit import tree_for, write_exact  # noqa: E402
+from faultkit import mixed_tree, write_exact  # noqa: E402
 
 from cas_storage import Store  # noqa: E402
 
@@ -32,7 +32,7 @@ def run(store_dir: str, state: str, src: str, dest: str, tag: str, out: str) -> 
         source.mkdir(parents=True, exist_ok=True)
         for i in itertools.count():
             seed = f"{tag}-{i}"
-            write_exact(source, tree_for(seed))
+            write_exact(source, mixed_tree(seed))
             version = store.snapshot(WORK, PATH, source)
             os.write(fd, f"{version.number} {seed}\n".encode())
             if i % 2:  # every other time a fresh checkout (built aside, renamed into place)

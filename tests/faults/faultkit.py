@@ -2,7 +2,7 @@
 
 ``verify_store`` is the suite's independent judge of a store: it re-hashes every
 object a manifest references and checks every version out, using only public
-calls plus direct reads of the object files.
+calls plus the store's object reads (objects lie in packs or loose files).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import random
 from cas_storage import Store
 from cas_storage.hashing import digest_bytes
 from cas_storage.manifest import Manifest
+from cas_storage.packs import PACK_MIN_OBJECTS
 
 
 def tree_for(seed: str, many: int = 0) -> dict[str, bytes]:
@@ -34,6 +35,12 @@ def tree_for(seed: str, many: int = 0) -> dict[str, bytes]:
     for i in range(many):
         files[f"many/m{i}.bin"] = rng.randbytes(rng.randint(1, 3_000)) + seed.encode()
     return files
+
+
+def mixed_tree(seed: str) -> dict[str, bytes]:
+    """``tree_for(seed)``; for half of the seeds with enough files to be stored in a pack."""
+    packed = random.Random(f"packed {seed}").random() < 0.5
+    return tree_for(seed, many=PACK_MIN_OBJECTS + 4 if packed else 0)
 
 
 def write_exact(root: pathlib.Path, files: dict[str, bytes]) -> None:

@@ -27,7 +27,14 @@ import time
 
 from cas_storage import Store
 from faults import crash_child
-from faults.faultkit import all_temp_files, read_files, tree_for, verify_objects, write_exact
+from faults.faultkit import (
+    all_temp_files,
+    mixed_tree,
+    read_files,
+    tree_for,
+    verify_objects,
+    write_exact,
+)
 
 FORKED_KILLS = 60
 SCRIPT_KILLS = 6
@@ -107,7 +114,7 @@ def test_writers_killed_at_random_moments_lose_nothing(tmp_path):
         store.checkout(crash_child.WORK, crash_child.PATH, got, version=v.number)
         files = read_files(got)
         seed = files["seed.txt"].decode()
-        assert files == tree_for(seed), f"version {v.number} differs from its tree {seed}"
+        assert files == mixed_tree(seed), f"version {v.number} differs from its tree {seed}"
         assert finished.get(v.number, seed) == seed, f"version {v.number} holds the wrong tree"
 
     # Leftovers never block the next writer: it snapshots, and an overwrite checkout

@@ -1,0 +1,192 @@
+"""Pack files (``packs.py``): what a batch stores where, gc's repack, damage, old layouts.
+
+The races (gc beside writers re-snapshotting old content, writers killed mid-pack)
+run on packed and loose trees in ``tests/faults/test_gc_race.py``,
+``tests/test_s3_gc.py`` and ``tests/faults/test_crash.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import sqlite3
+import time
+
+import pytest
+from conftest import read_tree, write_tree
+
+from cas_storage import Store
+from cas_storage.catalog import FORMAT as CATALOG_FORMAT
+from cas_storage.errors import StoreFormatError
+from cas_storage.packs import PACK_MIN_OBJECTS, decode_index, encode_index
+
+W, P = "root.train", "data"
+
+
+def _files(count: int, tag: str, size: int = 3000) -> dict[str, bytes]:
+    return {f"f{i:03d}.bin": (f"{tag} {i} ".encode() * size)[:size] for i in range(count)}
+
+
+def _store_files(root: pathlib.Path) -> dict[str, list[str]]:
+    """What lies in the store folder: pack files, index files, loose objects."""
+    packs = sorted(os.listdir(root / "packs")) if (root / "packs").exists() else []
+    loose = [n for _, _, names in os.walk(root / "objects") for n in names]
+    return {
+        "pack": [n for n in packs if n.endswith(".pack")],
+        "idx": [n for n in packs if n.endswith(".idx")],
+        "loose": loose,
+    }
+
+
+def test_an_index_says_what_is_wrong_with_it():
+    entries = [("ab" * 16, 0, 10), ("cd" * 16, 10, 5)]
+    data = encode_index(entries, 15)
+    assert decode_index(data) == entries
+    for at in (0, 9, len(data) // 2, len(data) - 1):  # magic, size, an entry, the checksum
+        flipped = bytearray(data)
+        flipped[at] ^= 0x01
+        with pytest.raises(ValueError, match="checksum"):
+            decode_index(bytes(flipped))
+    with pytest.raises(ValueError, match="cannot be"):
+        decode_index(data[:-3])
+    with pytest.raises(ValueError, match="past the end"):
+        decode_index(encode_index(entries, 14))
+
+
+def test_a_big_batch_is_one_pack_and_a_small_one_loose_files(store, tmp_path):
+    src = write_tree(tmp_path / "src", _files(40, "many"))
+    store.snapshot(W, P, src)
+    root = pathlib.Path(store.url)
+    first = _store_files(root)
+    assert len(first["pack"]) == len(first["idx"]) == 1
+    assert len(first["loose"]) == 1  # the manifest alone
+    store.checkout(W, P, tmp_path / "out")
+    assert read_tree(tmp_path / "out") == read_tree(src)
+
+    few = write_tree(tmp_path / "few", _files(PACK_MIN_OBJECTS - 1, "few"))
+    store.snapshot(W, "few", few)
+    after = _store_files(root)
+    assert after["pack"] == first["pack"]  # no pack for a handful of objects
+    assert len(after["loose"]) == 1 + PACK_MIN_OBJECTS - 1 + 1  # manifests + the files
+    store.checkout(W, "few", tmp_path / "few-out")
+    assert read_tree(tmp_path / "few-out") == read_tree(few)
+    assert store.verify() == []
+
+
+def test_gc_repacks_so_that_only_what_versions_need_stays(store, tmp_path):
+    old = _files(40, "v1")
+    src = write_tree(tmp_path / "src", old)
+    store.snapshot(W, P, src)
+    for i in range(10):  # v2: ten files changed, thirty kept
+        (src / f"f{i:03d}.bin").write_bytes(f"v2 {i}".encode() * 100)
+    v2 = store.snapshot(W, P, src)
+    root = pathlib.Path(store.url)
+    packs_before = set(_store_files(root)["pack"])
+
+    report = store.gc(keep_last=1, grace_seconds=0)
+
+    v1_only = sum(len(old[f"f{i:03d}.bin"]) for i in range(10))
+    assert report.objects_deleted == 10 + 1  # ten blobs and the manifest of version 1
+    assert report.bytes_freed > v1_only
+    needed = store.manifest(v2).objects() | {v2.manifest}
+    assert {d for d, _, _ in store.objects.inventory()} == needed
+    assert packs_before - set(_store_files(root)["pack"]), "the v1 pack was rewritten"
+    store.checkout(W, P, tmp_path / "out")
+    assert read_tree(tmp_path / "out") == read_tree(src)
+    assert store.verify() == []
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_a_process_with_an_old_index_finds_what_gc_moved(where, tmp_path, request):
+    url = tmp_path / ".cas" if where == "local" else request.getfixturevalue("s3_url")
+    files = {"big.bin": os.urandom(3 * 2**20), **_files(30, "x")}
+    reader = Store.open(url, state=str(tmp_path / "reader.db"))
+    src = write_tree(tmp_path / "src", files)
+    reader.snapshot(W, P, src)
+    assert len(reader.objects.refresh_packs()) > 30  # it names the first pack, read from nothing
+    (src / "f000.bin").write_bytes(b"changed")
+    Store.open(url, state=str(tmp_path / "writer.db")).snapshot(W, P, src)
+    # Another process drops version 1: the first pack is rewritten without f000's old blob.
+    Store.open(url, state=str(tmp_path / "gc.db")).gc(keep_last=1, grace_seconds=0)
+    reader.checkout(W, P, tmp_path / "out")
+    assert read_tree(tmp_path / "out") == read_tree(src)
+
+
+def test_gc_removes_a_pack_without_an_index_only_once_it_is_old(store, tmp_path):
+    store.snapshot(W, P, write_tree(tmp_path / "src", _files(20, "a")))
+    packs = pathlib.Path(store.url) / "packs"
+    orphan = packs / ("0" * 32 + ".pack")  # a writer died between the pack and its index
+    orphan.write_bytes(b"half a batch")
+    store.gc(grace_seconds=0)
+    assert orphan.exists(), "a pack younger than any write could be one being written"
+    old = time.time() - 2 * 3600
+    for path in packs.iterdir():
+        os.utime(path, (old, old))
+    store.gc(grace_seconds=0)
+    assert not orphan.exists()
+    assert len(list(packs.glob("*.idx"))) == 1  # the indexed pack stays, old or not
+    assert store.verify() == []
+
+
+def test_a_damaged_index_is_reported_naming_it_and_reads_fail_cleanly(store, tmp_path):
+    store.snapshot(W, P, write_tree(tmp_path / "src", _files(20, "a")))
+    (index,) = (pathlib.Path(store.url) / "packs").glob("*.idx")
+    data = bytearray(index.read_bytes())
+    data[20] ^= 0xFF
+    os.chmod(index, 0o644)
+    index.write_bytes(bytes(data))
+
+    fresh = Store.open(store.url, state=str(tmp_path / "other.db"))
+    problems = fresh.verify()
+    assert any(p.kind == "corrupt" and index.name in p.digest for p in problems)
+    assert sum(p.kind == "missing" for p in problems) == 20  # the blobs it indexed
+    assert fresh.versions(W, P)  # the catalog still reads
+    with pytest.raises(FileNotFoundError, match="not in the store|missing|lacks"):
+        fresh.checkout(W, P, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_store_without_packs_is_upgraded_when_opened_for_writing(tmp_path):
+    url = tmp_path / ".cas"
+    Store.open(url, state=str(tmp_path / "s.db")).close()
+    conn = sqlite3.connect(url / "catalog.db")
+    conn.execute("UPDATE meta SET value='1' WHERE key='format'")
+    conn.commit()
+    conn.close()
+
+    def marker() -> str:
+        with sqlite3.connect(url / "catalog.db") as c:
+            return c.execute("SELECT value FROM meta WHERE key='format'").fetchone()[0]
+
+    Store.open(url, state=str(tmp_path / "s.db"), readonly=True).close()
+    assert marker() == "1", "a read-only open wrote to the store"
+    Store.open(url, state=str(tmp_path / "s.db")).close()
+    assert marker() == str(CATALOG_FORMAT)  # so an older cas refuses it, not misses objects
+
+
+def test_an_s3_store_gets_a_packed_tree_in_a_few_requests(s3_url, tmp_path):
+    src = write_tree(tmp_path / "src", _files(200, "s3", size=1000))
+    Store.open(s3_url, state=str(tmp_path / "a.db")).snapshot(W, P, src)
+    other = Store.open(s3_url, state=str(tmp_path / "b.db"))  # another machine
+    gets = []
+    other.objects.fs.s3.meta.events.register(
+        "before-send.s3.GetObject", lambda **kw: gets.append(kw.get("request"))
+    )
+    result = other.checkout(W, P, tmp_path / "out")
+    assert read_tree(tmp_path / "out") == read_tree(src)
+    assert result.files_transferred == 200
+    # The index, the manifest and one ranged read of the neighbours (not 200 GETs).
+    assert len(gets) <= 4, f"{len(gets)} GET requests for 200 packed files"
+
+
+def test_an_s3_store_of_the_previous_format_is_upgraded_on_open(s3_url, tmp_path):
+    import json
+
+    store = Store.open(s3_url, state=str(tmp_path / "a.db"))
+    fs, meta = store.objects.fs, f"{store.objects.root}/meta.json"
+    fs.pipe_file(meta, json.dumps({**json.loads(fs.cat_file(meta)), "format": 2}).encode())
+    Store.open(s3_url, state=str(tmp_path / "b.db"))
+    assert json.loads(fs.cat_file(meta))["format"] == 3
+    fs.pipe_file(meta, json.dumps({**json.loads(fs.cat_file(meta)), "format": 1}).encode())
+    with pytest.raises(StoreFormatError, match="format 1, written by an older"):
+        Store.open(s3_url, state=str(tmp_path / "c.db"))
