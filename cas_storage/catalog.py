@@ -70,6 +70,10 @@ class Catalog:
     def latest(self, work: str, path: str) -> Version | None:
         raise NotImplementedError
 
+    def newest(self, work: str, path: str, count: int) -> list[Version]:
+        """The newest ``count`` versions (``cas log -n``), oldest first."""
+        return self.versions(work, path)[-count:] if count > 0 else []
+
     def create(self, version: Version) -> None:
         """Record ``version``; raise ``VersionExists`` if its number is taken."""
         raise NotImplementedError

@@ -347,11 +347,9 @@ def _ls(store: Store, args: argparse.Namespace) -> None:
 
 
 def _log(store: Store, args: argparse.Namespace) -> None:
-    versions = list(reversed(store.versions(args.work, args.path)))
+    versions = list(reversed(store.versions(args.work, args.path, newest=args.max_count)))
     if not versions:
         raise FileNotFoundError(not_found(f"{args.work}:{args.path}", hint="no stored versions"))
-    if args.max_count is not None:
-        versions = versions[: args.max_count]
     _print(
         args, [v.to_json() for v in versions], ["version", "created", "files", "bytes", "manifest"]
     )

@@ -149,15 +149,25 @@ class ObjectCatalog(Catalog):
         return sorted(found, key=lambda v: (v.work, v.path, v.number))
 
     def latest(self, work: str, path: str) -> Version | None:
-        # Newest first, a summary just before its record: the first record listed is
-        # the latest, and a page of 4 entries nearly always holds it.
+        found = self.newest(work, path, 1)
+        return found[-1] if found else None
+
+    def newest(self, work: str, path: str, count: int) -> list[Version]:
+        # Newest first, a summary just before its record: the first `count` records
+        # listed are the newest, and a page of 2 entries per version (+ 2) nearly
+        # always holds them (the latest: one page of 4 entries).
+        if count < 1:
+            return []
         group: list[remote.Entry] = []
-        for entry in remote.listing(self.fs, self._folder(work, path) + "/", page=4):
+        page = min(1000, 2 * count + 2)
+        records = 0
+        for entry in remote.listing(self.fs, self._folder(work, path) + "/", page=page):
             group.append(entry)
             if entry.path.endswith(_RECORD):
-                found = self._resolve(iter(group))
-                return found[-1] if found else None
-        return None
+                records += 1
+                if records == count:
+                    break
+        return self._resolve(iter(group))
 
     def get(self, work: str, path: str, number: int | None = None) -> Version:
         if number is None:

@@ -244,8 +244,11 @@ class Store:
             )
 
     # -- questions ------------------------------------------------------------
-    def versions(self, work: str, path: str) -> list[Version]:
-        """Versions of ``(work, path)``, oldest first."""
+    def versions(self, work: str, path: str, newest: int | None = None) -> list[Version]:
+        """Versions of ``(work, path)``, oldest first; only the newest ``newest`` if given
+        (on an object store, a listing of those alone)."""
+        if newest is not None:
+            return self.catalog.newest(work, normalize_key(path), newest)
         return self.catalog.versions(work, normalize_key(path))
 
     def version(self, work: str, path: str, number: int | None = None) -> Version:

@@ -147,3 +147,27 @@ def test_on_s3_listing_pages_answer_versions_and_latest(s3_url, tmp_path):
     counts.clear()
     assert cat.get("w", "a/b", 3).manifest == f"{3:032x}"
     assert counts == {"GetObject": 1}  # version N is read by its key
+
+
+def test_the_newest_versions_are_one_short_listing(s3_url, tmp_path):
+    store = Store.open(s3_url, state=str(tmp_path / "s.db"))
+    cat = store.catalog
+    for n in range(1, 13):
+        cat.create(_version(n, f"{n:032x}"))
+    cat.delete(_version(11, f"{11:032x}"))  # a gap: newest(3) is 12, 10, 9
+    folder = posixpath.join(cat.dir, "w", "a%2Fb")
+    for name in store.objects.fs.ls(folder, detail=False):
+        if name.rsplit("/", 1)[-1].startswith(f"{10**12 - 1 - 9:012d}.") and "json" not in name:
+            store.objects.fs.rm_file(name)  # 9 lost its summary: its record is read
+    every = cat.versions("w", "a/b")
+    counts = _count_requests(store.objects.fs)
+    for count in (1, 3, 11, 20):
+        assert cat.newest("w", "a/b", count) == every[-count:], count
+    assert cat.newest("w", "a/b", 0) == []
+    assert counts == {"ListObjectsV2": 4, "GetObject": 3}  # one page each; 9 read when listed
+    assert [v.number for v in store.versions("w", "a/b", newest=3)] == [9, 10, 12]
+    local = Store.open(tmp_path / "local", state=str(tmp_path / "s.db"))
+    for n in range(1, 4):
+        local.catalog.create(_version(n, f"{n:032x}"))
+    assert [v.number for v in local.versions("w", "a/b", newest=2)] == [2, 3]
+    assert local.versions("w", "a/b", newest=5) == local.versions("w", "a/b")
