@@ -12,8 +12,8 @@ Cases: ``big`` 4 x 64 MiB, ``small`` 5,000 x 4 KiB (in 50 folders). Reported:
 medians, throughput ratios cas/raw (higher is better for cas), and the requests
 each operation sent (counted by a botocore hook on each s3fs client). Then ``cas
 log`` over a path with 1,000 versions: ``Store.versions`` as a library call (with its
-requests), and ``cas --json log`` and ``cas log`` (the table) as processes, with
-bytecode cached as an installed package has it.
+requests), and ``cas --json log``, ``cas log`` (the table) and ``cas --json log -n 10``
+as processes, with bytecode cached as an installed package has it.
 
 Run: python benchmarks/bench_s3.py [--cases big,small,log] [--repeat 3] [--scale 1.0]
      (quick look: --scale 0.1 --repeat 1)
@@ -179,13 +179,15 @@ def run_log(work: Path, endpoint: str, versions: int) -> None:
     cli = [sys.executable, "-m", "cas_storage.cli", "--store", url]
     log = [*cli, "--json", "log", "root.w", "ckpt"]
     subprocess.run(log, env=env, capture_output=True, check=True)  # warm: files, bytecode
-    runs, tables = [], []
-    for _ in range(3):  # --json and the human table, interleaved
+    runs, tables, tens = [], [], []
+    for _ in range(3):  # --json, the human table and -n 10, interleaved
         started = time.perf_counter()
         done = subprocess.run(log, env=env, capture_output=True, check=True)
         runs.append(time.perf_counter() - started)
         table = partial(subprocess.run, [*cli, "log", "root.w", "ckpt"], env=env, check=True)
         tables.append(timed(partial(table, capture_output=True)))
+        ten = partial(subprocess.run, [*log, "-n", "10"], env=env, check=True)
+        tens.append(timed(partial(ten, capture_output=True)))
     assert done.stdout.count(b'"version"') == versions
     start = timed(lambda: subprocess.run([*cli[:3], "--help"], capture_output=True, check=True))
     detail = ", ".join(f"{k} {v // 3}" for k, v in sorted(sent.items()))
@@ -193,6 +195,7 @@ def run_log(work: Path, endpoint: str, versions: int) -> None:
     print(f"Store.versions: {lib:.3f} s, {sum(sent.values()) // 3} requests each ({detail})")
     print(f"`cas --json log` as a process: {statistics.median(runs):.3f} s")
     print(f"`cas log` (table) as a process: {statistics.median(tables):.3f} s")
+    print(f"`cas --json log -n 10` as a process: {statistics.median(tens):.3f} s")
     print(f"(of which interpreter + import start-up, `cas --help`: {start:.3f} s)")
 
 
