@@ -194,11 +194,14 @@ def bench_many(table: Table, scratch: Path, scale: float, repeat: int, with_cli:
     store.close()
     time.sleep(0.05)  # past the stat cache's racy window, as a real re-put would be
     # rsync's own unchanged pass is the yardstick; a full cp -r gives the ratio's base.
-    copy = scratch / "many-cp"
+    # rsync gets a copy of its own: into the store's checkout it would rewrite every file
+    # (checkouts do not keep mtimes), and the store's "unchanged" re-get would be anything but.
+    copy, mirror = scratch / "many-cp", scratch / "many-rsync"
+    run("rsync", "-a", f"{src}/", f"{mirror}/")
     for _ in range(repeat):
         remove(copy)
         table.time(case, "cp -r", lambda: run("cp", "-r", src, copy))
-        table.time(case, "rsync -a, unchanged", lambda: run("rsync", "-a", f"{src}/", f"{out}/"))
+        table.time(case, "rsync -a, unchanged", lambda: run("rsync", "-a", f"{src}/", f"{mirror}/"))
         store = open_store(scratch, "many")
         table.time(case, "re-put unchanged (lib)", lambda s=store: s.snapshot("b", "d", src))
         table.time(
@@ -216,7 +219,7 @@ def bench_many(table: Table, scratch: Path, scale: float, repeat: int, with_cli:
                 "re-get unchanged (cas)",
                 lambda: cli(scratch, "many", "get", "b", "d", out, "--overwrite"),
             )
-    remove(copy, src, out)
+    remove(copy, mirror, src, out)
     fresh(scratch, "many")
 
 
