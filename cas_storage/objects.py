@@ -151,7 +151,17 @@ class ObjectStore:
         A miss reloads the index once: another process may have packed it since we
         loaded the index, or gc may have moved it to a new pack.
         """
-        index = self.pack_index()
+        index = self._index
+        if not index.loaded:
+            # Manifests are loose: a command that reads only manifests (ls, log, an
+            # unchanged checkout) never pays for loading every index.
+            with contextlib.suppress(FileNotFoundError):
+                return self._read_loose(digest)
+            where = self.refresh_packs().get(digest)
+            try:
+                return None if where is None else self.read_packed(where)
+            except FileNotFoundError:
+                return None
         for attempt in range(2):
             where = index.get(digest)
             try:
