@@ -138,8 +138,12 @@ class Manifest:
         return digest_bytes(self.encode())
 
     @classmethod
-    def decode(cls, data: bytes) -> Manifest:
-        """Parse and validate; raises ``InvalidManifest`` for anything malformed or unsafe."""
+    def decode(cls, data: bytes, validate: bool = True) -> Manifest:
+        """Parse and validate; raises ``InvalidManifest`` for anything malformed or unsafe.
+
+        ``validate=False`` parses only, for a caller that validates later or already
+        validated these very bytes (``checkout.load_manifest``).
+        """
         try:
             body = json.loads(data)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -150,7 +154,8 @@ class Manifest:
             raise InvalidManifest(f"unknown manifest format {body.get('format')!r}")
         entries = [Entry.from_json(raw) for raw in body["entries"]]
         manifest = cls(body.get("kind", ""), tuple(entries))
-        manifest.validate()
+        if validate:
+            manifest.validate()
         return manifest
 
     @staticmethod

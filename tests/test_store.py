@@ -204,6 +204,33 @@ def test_unchanged_files_are_not_read_again(store, tmp_path, monkeypatch):
     assert reads == [str(src / "f0")]
 
 
+def test_a_manifest_is_validated_once_per_destination_it_brought(tmp_path, monkeypatch):
+    from cas_storage.manifest import Manifest
+
+    state = str(tmp_path / "state.db")
+    src = write_tree(tmp_path / "src", {"a": "one", "b/c": "two"})
+    first = Store.open(tmp_path / ".cas", state=state)
+    first.snapshot("w", "p", src)
+    first.checkout("w", "p", tmp_path / "dest")
+    validated = []
+    real = Manifest.validate
+    monkeypatch.setattr(Manifest, "validate", lambda m: (validated.append(m), real(m))[1])
+
+    # A new process (a new Store: nothing memoized) re-getting the same version.
+    again = Store.open(tmp_path / ".cas", state=state)
+    again.checkout("w", "p", tmp_path / "dest", overwrite=True)
+    assert validated == []
+    # Any other destination, or another version, is validated as it is read.
+    again.checkout("w", "p", tmp_path / "elsewhere")
+    assert len(validated) == 1
+    (src / "a").write_text("changed")
+    again.snapshot("w", "p", src)
+    third = Store.open(tmp_path / ".cas", state=state)
+    third.checkout("w", "p", tmp_path / "dest", overwrite=True)
+    assert len(validated) == 2
+    assert read_tree(tmp_path / "dest") == read_tree(src)
+
+
 def test_bad_keys_are_rejected(store, tmp_path):
     write_tree(tmp_path / "src", {"a": "a"})
     for bad in ["../escape", "/abs", ""]:
