@@ -77,9 +77,10 @@ def load_manifest(
     ``owner`` (e.g. ``"root.train:ckpt version 3"``) is named in every error, so a
     damaged or hostile manifest can be traced to the version that points at it.
     ``validated_before``: this machine has validated this very manifest already (a
-    destination was checked out to it). Its bytes are verified against the digest as
-    they are read, so validating them again could only give the same answer: ~0.4 s
-    per 100,000 entries that an unchanged re-get in a new process need not pay.
+    destination was checked out to it: ``LocalState.checked_out``). Its bytes are
+    verified against the digest as they are read, so validating them again could only
+    give the same answer: ~0.4 s per 100,000 entries that an unchanged re-get in a new
+    process (every ``cas get``) need not pay.
     """
     try:
         return _load_manifest(objects, digest, validated_before)
@@ -140,8 +141,7 @@ def checkout(
     v = catalog.get(work, path, version)
     label = f"{work}:{path}" + ("" if inner == "." else f"/{inner}") + f" version {v.number}"
     dest = os.path.abspath(dest)
-    # Recorded only after a checkout that validated this manifest: see load_manifest.
-    validated_before = state.checkout_of(dest, store_id) == v.manifest
+    validated_before = state.checked_out(v.manifest)
     manifest = load_manifest(objects, v.manifest, label, validated_before).subtree(inner)
     if os.path.lexists(dest) and not overwrite:
         raise FileExistsError(errno.EEXIST, "exists; pass overwrite=True to replace it", dest)

@@ -331,6 +331,18 @@ class LocalState:
             return None
         return row[0] if row and isinstance(row[0], str) else None
 
+    def checked_out(self, manifest: str) -> bool:
+        """Whether this machine brought some destination to ``manifest``: it read and
+        validated that manifest then (``checkout.load_manifest``)."""
+        try:
+            row = self.conn.execute(
+                "SELECT 1 FROM checkouts WHERE manifest = ? LIMIT 1", (manifest,)
+            ).fetchone()
+        except sqlite3.DatabaseError as exc:
+            self._guard(exc)
+            return False
+        return row is not None
+
     def record_checkout(
         self, dest: str, store_id: str, work: str, path: str, number: int, manifest: str
     ) -> None:

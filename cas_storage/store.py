@@ -281,7 +281,8 @@ class Store:
     def manifest(self, version: Version) -> Manifest:
         """The manifest of ``version`` (verified; errors name the version)."""
         label = f"{version.work}:{version.path} version {version.number}"
-        return load_manifest(self.objects, version.manifest, label)
+        validated_before = self.state.checked_out(version.manifest)
+        return load_manifest(self.objects, version.manifest, label, validated_before)
 
     def works(self) -> list[str]:
         return self.catalog.works()

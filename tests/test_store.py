@@ -204,30 +204,31 @@ def test_unchanged_files_are_not_read_again(store, tmp_path, monkeypatch):
     assert reads == [str(src / "f0")]
 
 
-def test_a_manifest_is_validated_once_per_destination_it_brought(tmp_path, monkeypatch):
+def test_a_manifest_this_machine_checked_out_is_not_validated_again(tmp_path, monkeypatch):
     from cas_storage.manifest import Manifest
 
     state = str(tmp_path / "state.db")
     src = write_tree(tmp_path / "src", {"a": "one", "b/c": "two"})
     first = Store.open(tmp_path / ".cas", state=state)
-    first.snapshot("w", "p", src)
-    first.checkout("w", "p", tmp_path / "dest")
+    v1 = first.snapshot("w", "p", src)
+    (src / "a").write_text("changed")
+    v2 = first.snapshot("w", "p", src)
+    first.checkout("w", "p", tmp_path / "dest", version=1)
     validated = []
     real = Manifest.validate
     monkeypatch.setattr(Manifest, "validate", lambda m: (validated.append(m), real(m))[1])
 
-    # A new process (a new Store: nothing memoized) re-getting the same version.
+    # New processes (new Stores: nothing memoized) reading the version checked out.
     again = Store.open(tmp_path / ".cas", state=state)
-    again.checkout("w", "p", tmp_path / "dest", overwrite=True)
+    again.checkout("w", "p", tmp_path / "dest", version=1, overwrite=True)
+    again.checkout("w", "p", tmp_path / "elsewhere", version=1)
+    assert Store.open(tmp_path / ".cas", state=state).manifest(v1).kind == "dir"
     assert validated == []
-    # Any other destination, or another version, is validated as it is read.
-    again.checkout("w", "p", tmp_path / "elsewhere")
-    assert len(validated) == 1
-    (src / "a").write_text("changed")
-    again.snapshot("w", "p", src)
+    # A manifest never checked out here is validated as it is read, once per process.
     third = Store.open(tmp_path / ".cas", state=state)
+    third.manifest(v2)
     third.checkout("w", "p", tmp_path / "dest", overwrite=True)
-    assert len(validated) == 2
+    assert len(validated) == 1
     assert read_tree(tmp_path / "dest") == read_tree(src)
 
 
