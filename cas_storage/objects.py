@@ -663,6 +663,13 @@ class LocalObjects(ObjectStore):
     def pack_sink(self, pack: str) -> PackSink:
         return _FilePack(self, pack)
 
+    def close(self) -> None:
+        """Close the packs held open for reading (reopened if the store is used again)."""
+        with self._open_lock:
+            for fd in self._open_packs.values():
+                os.close(fd)
+            self._open_packs.clear()
+
     def put_loose_many(self, items: dict[str, bytes]) -> None:
         for digest, data in items.items():
             self.put(data, digest)

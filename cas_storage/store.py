@@ -410,7 +410,7 @@ class Store:
         )
 
     def close(self) -> None:
-        for part in (self.catalog, self.state):
+        for part in (self.catalog, self.state, self.objects):
             close = getattr(part, "close", None)
             if close:
                 close()

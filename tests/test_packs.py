@@ -190,3 +190,17 @@ def test_an_s3_store_of_the_previous_format_is_upgraded_on_open(s3_url, tmp_path
     fs.pipe_file(meta, json.dumps({**json.loads(fs.cat_file(meta)), "format": 1}).encode())
     with pytest.raises(StoreFormatError, match="format 1, written by an older"):
         Store.open(s3_url, state=str(tmp_path / "c.db"))
+
+
+def test_closing_a_store_closes_the_packs_it_read(tmp_path):
+    store = Store.open(tmp_path / ".cas", state=str(tmp_path / "s.db"))
+    store.snapshot(W, P, write_tree(tmp_path / "src", _files(40, "fd")))
+    store.checkout(W, P, tmp_path / "out")
+
+    def open_packs() -> list[str]:
+        links = (os.readlink(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd"))
+        return [link for link in links if "/packs/" in link]
+
+    assert open_packs(), "small files are read from the pack by pread"
+    store.close()
+    assert open_packs() == []
