@@ -204,7 +204,7 @@ def test_closing_a_store_closes_the_packs_it_read(tmp_path):
                 links.append(os.readlink(f"/proc/self/fd/{fd}"))
             except FileNotFoundError:
                 continue  # the descriptor listdir itself used
-        return [link for link in links if "/packs/" in link]
+        return [link for link in links if link.startswith(f"{tmp_path}/.cas/packs/")]
 
     assert open_packs(), "small files are read from the pack by pread"
     store.close()
