@@ -222,15 +222,21 @@ class ObjectStore:
 
     def inventory_of(self, digests: set[str]) -> Iterator[tuple[str, int, float]]:
         """``(digest, size, time written)`` of those of ``digests`` the store holds."""
-        index = self.refresh_packs()
-        times = index.packs()
+        index, unknown = self.pack_index(), []
         for digest in digests:
             where = index.get(digest)
             if where is not None:
-                yield digest, where.size, times[where.pack]
-            else:
-                with contextlib.suppress(FileNotFoundError):
-                    yield (digest, *self._loose_stat(digest))
+                yield digest, where.size, index.written(where.pack)
+                continue
+            try:
+                yield (digest, *self._loose_stat(digest))
+            except FileNotFoundError:
+                unknown.append(digest)
+        if unknown:  # packed since the index was loaded, perhaps
+            index = self.refresh_packs()
+            for digest in unknown:
+                if (where := index.get(digest)) is not None:
+                    yield digest, where.size, index.written(where.pack)
 
     def _loose_stat(self, digest: str) -> tuple[int, float]:
         path = self.path(digest)
@@ -593,9 +599,10 @@ class LocalObjects(ObjectStore):
     stores that must survive power loss, not just process crashes.
     """
 
-    #: One thread appends a batch's objects to its pack file while the caller reads and
-    #: hashes; a finished pack is renamed into place on that thread (no uploads).
-    put_workers = 1
+    #: A batch appends to its pack file on the caller's thread: measured faster than a
+    #: writer thread (512 MiB in 2 files: 0.85 s inline, 0.95 s with one; 20,000 x 4 KiB:
+    #: 0.84 s against 1.2-1.75 s), the hand-off costing more than the write system call.
+    put_workers = 0
     background_uploads = False
 
     def __init__(self, root: str, fsync: bool = False) -> None:

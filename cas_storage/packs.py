@@ -170,6 +170,10 @@ class PackIndex:
         """``{pack id: time written}`` of every pack with a readable index."""
         return {pack: when for pack, (when, _) in self._packs.items()}
 
+    def written(self, pack: str) -> float:
+        """When the pack was written (its index's time, on the store's clock); 0 if gone."""
+        return self._packs.get(pack, (0.0, []))[0]
+
     def entries(self, pack: str) -> list[tuple[str, int, int]]:
         return self._packs[pack][1]
 

@@ -1,9 +1,13 @@
 """Content-defined chunking: storage and transfer cost about what changed."""
 
+import io
 import os
+import random
 
 import pytest
 from conftest import read_tree
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cas_storage import chunking
 from cas_storage.errors import CorruptObject
@@ -93,3 +97,20 @@ def test_chunked_round_trip_and_a_corrupt_chunk(store, tmp_path):
     with pytest.raises(CorruptObject, match=digest):
         store.checkout("w", "ckpt", tmp_path / "fresh")
     assert not (tmp_path / "fresh").exists()
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    size=st.integers(min_value=0, max_value=12 * 2**20),
+    window=st.integers(min_value=0, max_value=6 * 2**20),
+    seed=st.integers(min_value=0, max_value=2**32),
+)
+def test_windowed_cuts_are_fastcdcs_over_the_whole_stream(size, window, seed):
+    """Cut window by window, the chunks are exactly those of pyfastcdc's own stream
+    reader, whatever the window (stores written before keep deduplicating)."""
+    from pyfastcdc.cy import FastCDC
+
+    data = random.Random(seed).randbytes(size)
+    reference = FastCDC(chunking.AVG_SIZE, min_size=chunking.MIN_SIZE, max_size=chunking.MAX_SIZE)
+    expected = [bytes(c.data) for c in reference.cut_stream(io.BytesIO(data))]
+    assert [bytes(c) for c in chunking.chunks(io.BytesIO(data), window)] == expected

@@ -19,7 +19,7 @@ def test_everything_queued_is_stored_once_when_the_block_ends(tmp_path):
     real_put = objects.put
     objects.put = lambda data, digest: calls.append(digest) or real_put(data, digest)
     blobs = [bytes([i]) * 1000 for i in range(100)]
-    with BackgroundPuts(objects, depth=4) as puts:
+    with BackgroundPuts(objects, workers=2, depth=4) as puts:
         for blob in blobs + blobs:  # each twice: written once
             puts.put(blob, digest_bytes(blob))
     assert sorted(calls) == sorted(digest_bytes(b) for b in blobs)
@@ -33,7 +33,10 @@ def test_a_failed_write_is_raised_in_the_callers_thread(tmp_path):
         raise OSError(errno.ENOSPC, "No space left on device while storing an object")
 
     objects.put = full
-    with pytest.raises(OSError, match="No space") as caught, BackgroundPuts(objects) as puts:
+    with (
+        pytest.raises(OSError, match="No space") as caught,
+        BackgroundPuts(objects, workers=2) as puts,
+    ):
         for i in range(50):
             puts.put(b"x%d" % i, digest_bytes(b"x%d" % i))
     assert caught.value.errno == errno.ENOSPC
@@ -50,7 +53,7 @@ def test_leaving_on_an_error_waits_for_writes_in_flight(tmp_path):
         return real_put(data, digest)
 
     objects.put = slow
-    with pytest.raises(RuntimeError), BackgroundPuts(objects) as puts:
+    with pytest.raises(RuntimeError), BackgroundPuts(objects, workers=2) as puts:
         puts.put(b"a", digest_bytes(b"a"))
         threading.Timer(0.05, release.set).start()
         raise RuntimeError("the walk failed")
