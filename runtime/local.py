@@ -26,6 +26,7 @@ import tempfile
 import threading
 import time
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from types import FrameType
@@ -109,8 +110,9 @@ class LocalHost(Host):
             target=child_main, args=(self.setup, payload, child), name=self.setup.name, daemon=True
         )
         try:
-            process.start()
-            self.process = process  # only once started: stop() may join only a started one
+            with _interrupt_after():
+                process.start()
+                self.process = process  # only once started: stop() may join only a started one
         except Exception as exc:
             raise StartFailed(f"its process did not start: {type(exc).__name__}: {exc}") from None
         finally:
@@ -225,6 +227,28 @@ class LocalHost(Host):
 
     def _exited(self) -> str:
         return f"its process exited unexpectedly (exit code {self.process.exitcode})"
+
+
+@contextlib.contextmanager
+def _interrupt_after() -> Iterator[None]:
+    """A Ctrl-C during the block is raised when it ends, not in the middle of it.
+
+    ``Process.start`` writes the child's start-up data down a pipe; cut short by
+    KeyboardInterrupt, the child reads half of it and dies printing a traceback
+    (``EOFError: Ran out of input``) on the user's terminal. Once started, the
+    work is stopped like any other when the interrupt is raised.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[FrameType | None] = []
+    previous = signal.signal(signal.SIGINT, lambda _, frame: caught.append(frame))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught and callable(previous):
+        previous(signal.SIGINT, caught[0])
 
 
 def child_main(setup: Setup, payload: bytes, conn: Connection) -> None:
