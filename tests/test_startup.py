@@ -7,6 +7,7 @@ imported everything. Behaviour, not timing: the benchmark measures the time.
 from __future__ import annotations
 
 import json
+import pathlib
 import subprocess
 import sys
 
@@ -82,39 +83,33 @@ def test_the_package_names_load_on_first_use_only() -> None:
     assert {"cas_storage.store", "cas_storage.catalog", "sqlite3"} <= modules
 
 
-def test_put_and_get_without_a_table_or_big_files_load_no_rich_or_chunker(tmp_path) -> None:
+def _cli_session(tmp_path: pathlib.Path, *commands: str) -> set[str]:
+    """Modules loaded by ``cas put`` of a one-file folder, ``commands``, then ``cas get``."""
     src = tmp_path / "src"
     src.mkdir()
     (src / "a.txt").write_text("hello")
     store, state, out = tmp_path / ".cas", tmp_path / "state.db", tmp_path / "out"
+    middle = "".join(f"assert main(args + [{c!r}]) == 0\n" for c in commands)
     code = (
         "import os\n"
         f"os.environ['CAS_STATE'] = {str(state)!r}\n"
         "from cas_storage.cli import main\n"
         f"args = ['--store', {str(store)!r}, '--quiet']\n"
         f"assert main(args + ['put', 'w', 'p', {str(src)!r}]) == 0\n"
+        f"{middle}"
         f"assert main(args + ['get', 'w', 'p', {str(out)!r}]) == 0\n"
     )
-    assert matching(loaded_after(code), ("rich", "pyfastcdc")) == set()
+    modules = loaded_after(code)
     assert (out / "a.txt").read_text() == "hello"
+    return modules
+
+
+def test_put_and_get_without_a_table_or_big_files_load_no_rich_or_chunker(tmp_path) -> None:
+    assert matching(_cli_session(tmp_path), ("rich", "pyfastcdc")) == set()
 
 
 def test_put_ls_and_get_on_a_local_store_load_no_heavy_module(tmp_path) -> None:
-    src = tmp_path / "src"
-    src.mkdir()
-    (src / "a.txt").write_text("hello")
-    store, state, out = tmp_path / ".cas", tmp_path / "state.db", tmp_path / "out"
-    code = (
-        "import os\n"
-        f"os.environ['CAS_STATE'] = {str(state)!r}\n"
-        "from cas_storage.cli import main\n"
-        f"args = ['--store', {str(store)!r}, '--quiet']\n"
-        f"assert main(args + ['put', 'w', 'p', {str(src)!r}]) == 0\n"
-        "assert main(args + ['ls']) == 0\n"
-        f"assert main(args + ['get', 'w', 'p', {str(out)!r}]) == 0\n"
-    )
-    assert heavy(loaded_after(code)) == set()
-    assert (out / "a.txt").read_text() == "hello"
+    assert heavy(_cli_session(tmp_path, "ls")) == set()
 
 
 def test_a_remote_store_and_the_package_names_still_load_on_use() -> None:
