@@ -47,7 +47,7 @@ class BackgroundPuts:
             default = WORKERS if isinstance(objects, LocalObjects) else 0
             workers = getattr(objects, "put_workers", default)
         self.objects = objects
-        self._queue: queue.Queue[tuple[bytes, str] | None] = queue.Queue(depth)
+        self._queue: queue.Queue[tuple[bytes | memoryview, str] | None] = queue.Queue(depth)
         self._sent: set[str] = set()
         self._failure: BaseException | None = None
         self._workers = [
@@ -57,8 +57,14 @@ class BackgroundPuts:
         for worker in self._workers:
             worker.start()
 
-    def put(self, data: bytes, digest: str) -> None:
-        """Queue ``data`` (an immutable copy: it is written later) to be stored as ``digest``.
+    @property
+    def inline(self) -> bool:
+        """Whether ``put`` stores before it returns (no worker threads): then ``data``
+        may be a view its caller reuses afterwards."""
+        return not self._workers
+
+    def put(self, data: bytes | memoryview, digest: str) -> None:
+        """Queue ``data`` (an immutable copy, unless ``inline``) to be stored as ``digest``.
 
         Blocks while ``DEPTH`` writes wait; raises the failure of an earlier one.
         """

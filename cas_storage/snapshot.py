@@ -353,6 +353,7 @@ class _Reader:
             if digest in self.stored:
                 self.reused.add(digest)
             else:
-                self.puts.put(bytes(piece), digest)  # a copy: the view is reused
+                # The view is reused for the next chunk: a queued write needs a copy.
+                self.puts.put(piece if self.puts.inline else bytes(piece), digest)
             chunks.append((digest, len(piece)))
         return whole.hexdigest(), tuple(chunks), sum(s for _, s in chunks)
