@@ -36,7 +36,8 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
-from .hashing import Hasher
+from .errors import CasError, CorruptObject
+from .hashing import Hasher, digest_bytes
 
 if TYPE_CHECKING:
     from concurrent.futures import Future, ThreadPoolExecutor
@@ -149,12 +150,18 @@ class PackIndex:
                     self._packs[pack] = (listed[pack], decode_index(data))
                 except ValueError as exc:
                     self.damaged[index_name(pack)] = str(exc)
-            if gone or new:
+            if gone:  # rare (gc): start over from the packs that are left
                 self._where = {
                     digest: Location(pack, offset, size)
                     for pack in sorted(self._packs, reverse=True)  # the smallest id wins
                     for digest, offset, size in self._packs[pack][1]
                 }
+            else:  # the common case, a few new packs: add them, not rebuild everything
+                for pack in new:
+                    for digest, offset, size in self._packs.get(pack, (0.0, []))[1]:
+                        held = self._where.get(digest)
+                        if held is None or pack < held.pack:
+                            self._where[digest] = Location(pack, offset, size)
             self.loaded = True
 
     def get(self, digest: str) -> Location | None:
@@ -297,12 +304,10 @@ def repack(objects: ObjectStore, index: PackIndex, doomed: set[str]) -> None:
     """Rewrite every pack holding a ``doomed`` object without it (gc, under its lock).
 
     A pack's other objects — the copy the index uses, verified — go to a new pack
-    first; only then are the old index and pack deleted (rule 3). A damaged
-    object stops gc before anything of its pack is deleted.
+    first; only then are the old index and pack deleted (rule 3). They are read in
+    one read of the pack (one request on S3), not one each. A damaged object stops
+    gc before anything of its pack is deleted.
     """
-    from .errors import CasError, CorruptObject
-    from .hashing import digest_bytes
-
     affected = [p for p in sorted(index.packs()) if any(e[0] in doomed for e in index.entries(p))]
     for pack in affected:
         keep = [
@@ -311,19 +316,20 @@ def repack(objects: ObjectStore, index: PackIndex, doomed: set[str]) -> None:
             if digest not in doomed and index.get(digest) == Location(pack, offset, size)
         ]
         if keep:
+            start = min(offset for _, offset, _ in keep)
+            end = max(offset + size for _, offset, size in keep)
+            body = memoryview(objects.read_range(pack, start, end - start))
             writer = PackWriter(objects, skip=lambda _: False)
             try:
                 for digest, offset, size in keep:
-                    data = objects.read_packed(Location(pack, offset, size))
+                    data = body[offset - start : offset - start + size]
                     if (got := digest_bytes(data)) != digest:
-                        raise CorruptObject(digest, got, f"pack {pack}")
+                        damaged = CorruptObject(digest, got, f"pack {pack}")
+                        raise CasError(
+                            f"gc stopped before rewriting pack {pack}: {damaged}; run cas verify"
+                        )
                     writer.put(data, digest)
                 writer.close()
-            except CorruptObject as exc:
-                writer.abort()
-                raise CasError(
-                    f"gc stopped before rewriting pack {pack}: {exc}; run cas verify"
-                ) from None
             except BaseException:
                 writer.abort()
                 raise
