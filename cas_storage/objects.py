@@ -64,9 +64,6 @@ class ObjectStore:
     b'hello'
     """
 
-    #: Threads that append a batch's objects to its packs (``pipeline.BackgroundPuts``):
-    #: none here, appending is a copy into memory; a full pack uploads in the background.
-    put_workers = 0
     #: Whether a batch uploads its finished packs on background threads.
     background_uploads = True
 
@@ -487,7 +484,6 @@ class PackBatch:
 
     def __init__(self, objects: ObjectStore) -> None:
         self.objects = objects
-        self.put_workers = objects.put_workers
         self.writer = PackWriter(objects, skip=self._stored)
         self._index: PackIndex | None = None
 
@@ -599,11 +595,7 @@ class LocalObjects(ObjectStore):
     stores that must survive power loss, not just process crashes.
     """
 
-    #: A batch appends to its pack file on the caller's thread: measured faster than a
-    #: writer thread (512 MiB in 2 files: 0.85 s inline, 0.95 s with one; 20,000 x 4 KiB:
-    #: 0.84 s against 1.2-1.75 s), the hand-off costing more than the write system call.
-    put_workers = 0
-    background_uploads = False
+    background_uploads = False  # a finished pack is renamed into place: no upload to wait for
 
     def __init__(self, root: str, fsync: bool = False) -> None:
         # No fsspec filesystem up front: importing fsspec costs every command ~0.1 s of

@@ -18,15 +18,7 @@ from conftest import write_tree
 from pyfakefs.fake_filesystem_unittest import Patcher
 from pyfakefs.helpers import reset_ids, set_uid
 
-from cas_storage import Store, pipeline
-
-
-@pytest.fixture(autouse=True)
-def _objects_written_inline(monkeypatch):
-    """pyfakefs is not thread-safe: two writer threads sharing its fake descriptors can
-    see EBADF (seen on 3.13) where a real disk reports ENOSPC. The faults tested here are
-    the disk's, so objects are written on the calling thread."""
-    monkeypatch.setattr(pipeline, "WORKERS", 0)
+from cas_storage import Store
 
 
 def _map_store(fs, store_dir) -> None:
