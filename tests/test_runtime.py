@@ -1,6 +1,7 @@
 """The runtime with real work processes: transfer, persistence, failures, timeouts."""
 
 import os
+import pathlib
 import random
 import shutil
 import signal
@@ -309,19 +310,24 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-def test_ctrl_c_stops_every_work_which_persists_and_exits_130(launch_dir, executor):
-    (launch_dir / "forever.py").write_text(
+def _launch_forever(cwd: pathlib.Path) -> subprocess.Popen:
+    """``python -m runtime run`` of an app whose flow trains in the background forever."""
+    (cwd / "forever.py").write_text(
         "from runtime import App\nimport rt_apps\napp = App(rt_apps.ForeverFlow())\n"
     )
     env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.abspath(rt_apps.__file__)))
-    launcher = subprocess.Popen(
+    return subprocess.Popen(
         [sys.executable, "-m", "runtime", "run", "forever.py"],
-        cwd=launch_dir,
+        cwd=cwd,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env=env,
     )
+
+
+def test_ctrl_c_stops_every_work_which_persists_and_exits_130(launch_dir, executor):
+    launcher = _launch_forever(launch_dir)
     try:
         line = launcher.stdout.readline()
         assert line.startswith("pids "), line + launcher.stderr.read()
@@ -349,26 +355,12 @@ def test_ctrl_c_stops_every_work_which_persists_and_exits_130(launch_dir, execut
 def test_ctrl_c_at_any_moment_of_the_flow_stops_every_work_and_exits_130(launch_dir, executor):
     """50 launches, 5 at a time, each interrupted at a random moment once it started its
     first work (in a work's start, a pipe read, a sync, a sleep): each exits 130, cleanly."""
-    (launch_dir / "forever.py").write_text(
-        "from runtime import App\nimport rt_apps\napp = App(rt_apps.ForeverFlow())\n"
-    )
-    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.abspath(rt_apps.__file__)))
     for batch in range(10):
         launchers = []
         for i in range(5):
             cwd = launch_dir / f"round{batch}-{i}"
             cwd.mkdir()
-            shutil.copy(launch_dir / "forever.py", cwd)
-            launchers.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "runtime", "run", "forever.py"],
-                    cwd=cwd,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                    text=True,
-                    env=env,
-                )
-            )
+            launchers.append(_launch_forever(cwd))
         try:
             for launcher in launchers:  # the app runs once it starts its first work
                 while not _children(launcher.pid) and launcher.poll() is None:
