@@ -445,6 +445,7 @@ class _Writer:
         self._to_index: list[tuple[str, dict[str, os.stat_result]]] = []
         self._sources: dict[str, BinaryIO] = {}  # open local files that chunks are read from
         self._staged: dict[str, tuple[Entry, int]] = {}  # staged file -> (entry, bytes fetched)
+        self._hash_buf: bytearray | None = None
 
     def write_file(self, target: str, entry: Entry, final: str) -> None:
         """Write ``entry``, verified, at the staging path ``target`` (bound for ``final``)."""
@@ -580,10 +581,10 @@ class _Writer:
 
         copier = threading.Thread(target=copy_pieces, name="cas-copy")
         copier.start()
-        hasher, hashed = Hasher(), 0
+        hasher, hashed, buffer = Hasher(), 0, self._hash_buffer()
         try:
             while (piece := copied.get()) is not None:
-                hashed += kernelcopy.hash_range(fd, hasher, hashed, piece)
+                hashed += kernelcopy.hash_range(fd, hasher, hashed, piece, buffer)
                 # (A file that then fails to verify is written again and counted twice: rare.)
                 self.progress.advance(0, piece)
         finally:
@@ -606,11 +607,17 @@ class _Writer:
             return None  # a missing object: the verified path raises MissingObject
         if copied != entry.size:
             return None
-        got, length = kernelcopy.digest_fd(fd, entry.size)
+        got, length = kernelcopy.digest_fd(fd, entry.size, self._hash_buffer())
         if got != entry.digest or length != entry.size or os.fstat(fd).st_size != entry.size:
             return None
         self.progress.advance(0, entry.size)
         return fetched
+
+    def _hash_buffer(self) -> bytearray:
+        """The read buffer for verifying kernel copies, one for the whole checkout."""
+        if self._hash_buf is None:
+            self._hash_buf = bytearray(COPY_RUN)
+        return self._hash_buf
 
     def _source(self, full: str) -> int:
         """An open descriptor of the local file ``full`` (kept open for its other chunks)."""

@@ -90,9 +90,16 @@ def _copy_by_hand(src_fd: int, dst_fd: int, count: int, src_offset: int, dst_off
     return done
 
 
-def hash_range(fd: int, hasher: Hasher, offset: int, count: int) -> int:
-    """Feed ``count`` bytes of ``fd`` from ``offset`` to ``hasher``; return how many there were."""
-    buffer = bytearray(min(BLOCK_SIZE, max(count, 1)))
+def hash_range(
+    fd: int, hasher: Hasher, offset: int, count: int, buffer: bytearray | None = None
+) -> int:
+    """Feed ``count`` bytes of ``fd`` from ``offset`` to ``hasher``; return how many there were.
+
+    Pass ``buffer`` when calling piece after piece: a fresh one per call is zeroed and
+    faulted in each time, which costs as much as the read.
+    """
+    if buffer is None:
+        buffer = bytearray(min(BLOCK_SIZE, max(count, 1)))
     view = memoryview(buffer)
     done = 0
     while done < count:
@@ -104,8 +111,8 @@ def hash_range(fd: int, hasher: Hasher, offset: int, count: int) -> int:
     return done
 
 
-def digest_fd(fd: int, size: int) -> tuple[str, int]:
+def digest_fd(fd: int, size: int, buffer: bytearray | None = None) -> tuple[str, int]:
     """Digest of the first ``size`` bytes of ``fd`` and how many it had (positional reads)."""
     hasher = Hasher()
-    length = hash_range(fd, hasher, 0, size)
+    length = hash_range(fd, hasher, 0, size, buffer)
     return hasher.hexdigest(), length

@@ -231,8 +231,10 @@ class PackWriter:
             if digest in self._queued or self._skip(digest):
                 return
             self._queued.add(digest)
-            if self._sink is None and len(self._held) < PACK_MIN_OBJECTS - 1:
-                self._held[digest] = bytes(data)  # the caller may reuse its buffer
+            # Held (copied: the caller may reuse its buffer) only until the batch proves
+            # big enough for a pack; once one is written, the rest go straight to packs.
+            if self._sink is None and not self.written and len(self._held) < PACK_MIN_OBJECTS - 1:
+                self._held[digest] = bytes(data)
                 return
             if self._sink is None:
                 self._start()

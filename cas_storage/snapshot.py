@@ -15,6 +15,7 @@ them before the lease began) and re-read when not.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import random
@@ -300,6 +301,7 @@ class _Reader:
         self.learned: dict[str, Known] = {}
         self.kept: list[str] = []  # files the stat cache vouched for: still as it says
         self.reused: set[str] = set()  # objects referenced without being written now
+        self.chunker = chunking.Chunker()
 
     def file_entry(self, full: str, rel: str, st: os.stat_result) -> Entry | None:
         """The entry of one file; ``None`` if it vanished before it could be read."""
@@ -346,14 +348,16 @@ class _Reader:
     def _read_chunked(self, stream: BinaryIO) -> tuple[str, tuple[tuple[str, int], ...], int]:
         whole = Hasher()
         chunks = []
-        for piece in chunking.chunks(stream):
-            self.progress.advance(0, len(piece))
-            whole.update(piece)
-            digest = digest_bytes(piece)
-            if digest in self.stored:
-                self.reused.add(digest)
-            else:
-                # The view is reused for the next chunk: a queued write needs a copy.
-                self.puts.put(piece if self.puts.inline else bytes(piece), digest)
-            chunks.append((digest, len(piece)))
+        # Closed on the way out, even by an error: the chunker's thread reads ``stream``.
+        with contextlib.closing(self.chunker.chunks(stream)) as pieces:
+            for piece in pieces:
+                self.progress.advance(0, len(piece))
+                whole.update(piece)
+                digest = digest_bytes(piece)
+                if digest in self.stored:
+                    self.reused.add(digest)
+                else:
+                    # The view is reused for the next chunk: a queued write needs a copy.
+                    self.puts.put(piece if self.puts.inline else bytes(piece), digest)
+                chunks.append((digest, len(piece)))
         return whole.hexdigest(), tuple(chunks), sum(s for _, s in chunks)

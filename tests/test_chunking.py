@@ -114,3 +114,52 @@ def test_windowed_cuts_are_fastcdcs_over_the_whole_stream(size, window, seed):
     reference = FastCDC(chunking.AVG_SIZE, min_size=chunking.MIN_SIZE, max_size=chunking.MAX_SIZE)
     expected = [bytes(c.data) for c in reference.cut_stream(io.BytesIO(data))]
     assert [bytes(c) for c in chunking.chunks(io.BytesIO(data), window)] == expected
+
+
+def test_one_chunker_cuts_stream_after_stream_as_a_fresh_one_would():
+    """The window buffers are reused from file to file: nothing of one file leaks
+    into the cuts of the next, longer or shorter."""
+    chunker = chunking.Chunker(window=4 * MiB)
+    for seed, size in [(1, 9 * MiB + 7), (2, 3 * MiB), (3, 11 * MiB), (4, 0), (5, 5 * MiB)]:
+        data = random.Random(seed).randbytes(size)
+        expected = [bytes(c) for c in chunking.chunks(io.BytesIO(data), 4 * MiB)]
+        assert [bytes(c) for c in chunker.chunks(io.BytesIO(data))] == expected
+        assert b"".join(expected) == data
+
+
+class _FailingStream(io.BytesIO):
+    def __init__(self, data: bytes, fail_after: int) -> None:
+        super().__init__(data)
+        self.fail_after = fail_after
+
+    def readinto(self, buffer):
+        if self.tell() >= self.fail_after:
+            raise OSError(5, "Input/output error")
+        return super().readinto(buffer[: self.fail_after - self.tell()])
+
+
+def test_a_read_error_reaches_the_caller_and_stops_the_reading_thread():
+    import threading
+
+    data = random.Random(7).randbytes(40 * MiB)
+    before = threading.active_count()
+    with pytest.raises(OSError, match="Input/output error"):
+        for _ in chunking.chunks(_FailingStream(data, 20 * MiB)):
+            pass
+    assert threading.active_count() == before
+
+
+def test_leaving_early_stops_the_reading_thread_before_the_stream_is_closed():
+    import contextlib
+    import threading
+
+    data = random.Random(8).randbytes(64 * MiB)
+    before = threading.active_count()
+    stream = io.BytesIO(data)
+    with contextlib.closing(chunking.chunks(stream)) as pieces:
+        first = next(pieces)
+        assert len(first) > 0
+    position = stream.tell()
+    stream.close()  # the thread has stopped: nothing reads after this
+    assert threading.active_count() == before
+    assert position < len(data)  # it did not read the whole stream ahead
