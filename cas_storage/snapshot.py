@@ -140,17 +140,18 @@ def record(
     work: str,
     path: str,
     manifest: Manifest,
+    latest: Version | None,
 ) -> Version:
     """Commit ``manifest`` (whose content objects are stored) as the next version.
 
-    Run under the shared lease. Returns the latest version unchanged when it has
-    this very manifest — read from the catalog now, so never a version dropped in
-    the meantime. Stores the manifest object, then claims the next number; a lost
+    Run under the shared lease; ``latest`` is the latest version read under that
+    same lease (so gc has dropped nothing of it). Returns it unchanged when it has
+    this very manifest. Stores the manifest object, then claims the next number,
+    create-only: if another writer recorded meanwhile, the claim fails, and a lost
     race re-reads and tries the next, at most ``RECORD_ATTEMPTS`` times.
     """
     data = manifest.encode()
     digest = digest_bytes(data)
-    latest = catalog.latest(work, path)
     if latest is not None and latest.manifest == digest:
         return latest
     objects.put(data, digest)

@@ -185,7 +185,7 @@ class Store:
                     inner, manifest, _folder_modes(source, inner)
                 )
             lease.check()
-            version = _snapshot.record(self.objects, self.catalog, work, key, manifest)
+            version = _snapshot.record(self.objects, self.catalog, work, key, manifest, latest)
         self.state.record_tree(source, known, built.kept, built.learned)
         return version
 
@@ -199,8 +199,9 @@ class Store:
             gone = self.objects.missing(manifest.objects())
             if gone:
                 raise MissingObject(sorted(gone)[0], f"a new version of {work}:{key}")
+            latest = self.catalog.latest(work, key)
             lease.check()
-            return _snapshot.record(self.objects, self.catalog, work, key, manifest)
+            return _snapshot.record(self.objects, self.catalog, work, key, manifest, latest)
 
     def drop(self, work: str, path: str) -> None:
         """Delete every version of ``(work, path)``, oldest first.
