@@ -338,7 +338,10 @@ class _Reader:
                     self.progress.advance(0, len(data))
                     chunks: tuple[tuple[str, int], ...] = ()
                     digest, size = digest_bytes(data), len(data)
-                    self.puts.put(data, digest)
+                    if digest in self.stored:  # as a chunk is: the previous version has it
+                        self.reused.add(digest)
+                    else:
+                        self.puts.put(data, digest)
                 else:
                     digest, chunks, size = self._read_chunked(stream)
                 after = os.fstat(stream.fileno())
