@@ -167,6 +167,54 @@ def checkout(
     return GetResult(v.number, writer.files, writer.bytes)
 
 
+def in_place(
+    objects: ObjectStore,
+    catalog: Catalog,
+    state: LocalState,
+    store_id: str,
+    work: str,
+    path: str,
+    dest: str,
+    version: int | None = None,
+    inner: str = ".",
+    progress: Progress | None = None,
+) -> GetResult | None:
+    """The checkout of a ``dest`` that already holds the version exactly, without the
+    store's lease; ``None`` when anything is to be written, re-moded or removed.
+
+    Such a checkout reads no content object (the manifest at most, verified against its
+    digest), so gc can take nothing from under it: on S3 it is one listing, where the
+    lease alone costs three requests. Tried only for a ``dest`` this machine last
+    checked out to that very manifest (``LocalState.checkout_of``), so a new version
+    costs one listing more and no walk. Whether anything differs is decided by
+    ``plan``, as for every checkout, under ``dest``'s lock; when something does, the
+    caller runs ``checkout`` under the lease, which plans again (the stat cache then
+    holds what this one learned, so no file is hashed twice).
+    """
+    dest = os.path.abspath(dest)
+    held = state.checkout_of(dest, store_id)
+    if held is None or not os.path.lexists(dest):
+        return None
+    v = catalog.get(work, path, version)
+    if v.manifest != held:
+        return None
+    label = f"{work}:{path}" + ("" if inner == "." else f"/{inner}") + f" version {v.number}"
+    try:  # validated when dest was checked out to it (that is what ``held`` says)
+        manifest = load_manifest(objects, v.manifest, label, True).subtree(inner)
+    except (CasError, OSError):
+        return None  # e.g. freed by gc since it was listed: the full path says what is wrong
+    with dest_lock(dest):
+        remove_leftovers(dest)
+        known = state.under(dest)
+        writer = _Writer(objects, known, label)
+        writer.progress = progress or Progress()
+        writer.progress.start(total_bytes=manifest.size)
+        with paused_gc():  # as for every checkout: 100k files, no cycles to find
+            same = plan(dest, manifest, writer).changes_nothing()
+        state.record_tree(dest, known, writer.kept, writer.learned)
+    return GetResult(v.number, 0, 0) if same else None
+
+
 def _fetch_order(
     manifest: Manifest, dest: str, known: Mapping[str, Known]
 ) -> Iterator[tuple[str, int]]:
@@ -318,6 +366,28 @@ class Plan:
     write: list[Entry] = field(default_factory=list)
     chmod: list[Entry] = field(default_factory=list)
     remove: list[str] = field(default_factory=list)
+
+    def changes_nothing(self) -> bool:
+        """Whether ``apply`` would leave ``dest`` as it is: no file to write, re-mode or
+        remove (the plan's lists), and every folder and link already as ``apply``
+        would make it (its kind, a folder's mode, a link's target)."""
+        if self.current is None or self.write or self.chmod or self.remove:
+            return False
+        for entry in self.manifest.entries:
+            if entry.type == FILE:
+                continue  # planned above
+            have = self.current.get(entry.path)
+            if have is None or kind(have) != entry.type:
+                return False
+            if entry.type == DIR and stat.S_IMODE(have.st_mode) != entry.mode:
+                return False
+            if entry.type == SYMLINK:
+                try:
+                    if os.readlink(_full(self.dest, entry.path)) != entry.target:
+                        return False
+                except OSError:
+                    return False
+        return True
 
 
 def plan(dest: str, manifest: Manifest, writer: _Writer) -> Plan:

@@ -228,21 +228,16 @@ class Store:
         ``progress`` (e.g. ``TerminalProgress("get")``) hears of every file written.
         """
         work, key = check_work(work), normalize_key(path)
+        dest = os.fspath(dest)
+        parts = (self.objects, self.catalog, self.state, self.store_id, work, key, dest, version)
+        if overwrite:
+            # A destination already holding the version reads no object: no lease needed.
+            done = _checkout.in_place(*parts, inner, progress)
+            if done is not None:
+                return done
         # The shared lease: gc frees nothing of the version while it is read.
         with self.locks.shared(f"checkout of {work}:{key}", reading=True):
-            return _checkout.checkout(
-                self.objects,
-                self.catalog,
-                self.state,
-                self.store_id,
-                work,
-                key,
-                os.fspath(dest),
-                version,
-                overwrite,
-                inner,
-                progress,
-            )
+            return _checkout.checkout(*parts, overwrite, inner, progress)
 
     # -- questions ------------------------------------------------------------
     def versions(self, work: str, path: str, newest: int | None = None) -> list[Version]:
