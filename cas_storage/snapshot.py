@@ -77,11 +77,13 @@ def build(
     stored: set[str],
     progress: Progress | None = None,
     quiet: float = 0.0,
+    found: dict[str, os.stat_result] | None = None,
 ) -> Built:
     """The manifest of ``source``, storing every object that ``stored`` lacks.
 
     ``known`` is the stat cache below ``source``; ``stored`` the objects taken to
-    be in the store already (the previous version's). Raises ``FileNotFoundError``
+    be in the store already (the previous version's); ``found`` a walk of the
+    folder ``source`` already made (``survey``'s). Raises ``FileNotFoundError``
     when ``source`` does not exist.
     """
     try:
@@ -104,8 +106,50 @@ def build(
             manifest = Manifest.build(FILE, [entry], validate=False)
         else:
             with paused_gc():
-                manifest = Manifest.build(DIR, _dir_entries(reader, source), validate=False)
+                entries = _dir_entries(reader, source, found)
+                manifest = Manifest.build(DIR, entries, validate=False)
     return Built(manifest, reader.reused, reader.learned, reader.kept)
+
+
+@dataclass
+class Survey:
+    """What ``survey`` found: the walk of a folder, and the manifest when nothing
+    had to be read for it."""
+
+    found: dict[str, os.stat_result] | None = None
+    built: Built | None = None
+
+
+def survey(known: Mapping[str, Known], source: str) -> Survey:
+    """The manifest of ``source`` if the stat cache vouches for every file in it.
+
+    Reads no file and touches no store, so it needs no lease: an unchanged re-put
+    compares its digest with the latest version's and is done (``Store.snapshot``).
+    Stops at the first file it would have to read (or anything ``build`` would warn
+    about) and returns the walk alone, which ``build`` then reuses: a changed tree
+    is walked once. A name that is not UTF-8 is refused here, as ``build`` would;
+    other errors (no such source) are left to ``build``.
+    """
+    try:
+        top = os.stat(source)
+    except OSError:
+        return Survey()
+    reader = _Survey(known)
+    try:
+        if stat.S_ISREG(top.st_mode):
+            entry = reader.file_entry(source, ".", top)
+            return Survey(None, reader.built(Manifest.build(FILE, [entry], validate=False)))
+        if not stat.S_ISDIR(top.st_mode):
+            return Survey()
+        with paused_gc():
+            found = walk(source)
+            try:
+                entries = _dir_entries(reader, source, found)
+            except _NeedsReading:
+                return Survey(found)
+            return Survey(found, reader.built(Manifest.build(DIR, entries, validate=False)))
+    except _NeedsReading:
+        return Survey()
 
 
 def build_durable(
@@ -115,15 +159,26 @@ def build_durable(
     stored: set[str],
     progress: Progress | None = None,
     quiet: float = 0.0,
+    surveyed: Survey | None = None,
 ) -> Built:
     """``build``, then make sure every object it reused unread still exists.
 
     Run under the shared lease: an object found missing (freed by a gc that ran
     before the lease) is forgotten and its file read again; objects written under
-    the lease stay, because gc cannot delete while the lease is held.
+    the lease stay, because gc cannot delete while the lease is held. ``surveyed``
+    (``survey(known, source)``): its walk is not repeated, and its manifest, when it
+    has one, is the first attempt's.
     """
+    found = surveyed.found if surveyed is not None else None
+    first = surveyed.built if surveyed is not None else None
     for _ in range(READ_ATTEMPTS):
-        built = build(objects, known, source, stored, progress, quiet)
+        if first is not None:
+            built, first = first, None
+            if progress is not None:  # as a build reports files the stat cache vouches for
+                progress.start(total_bytes=built.manifest.size)
+                progress.advance(len(built.kept), built.manifest.size)
+        else:
+            built = build(objects, known, source, stored, progress, quiet, found)
         # The previous version's objects exist: it was read under the lease, and a
         # recorded version never points at a missing object.
         gone = objects.missing(built.reused - stored)
@@ -202,9 +257,11 @@ def _check_name(source: str, rel: str, target: str | None = None) -> None:
         ) from None
 
 
-def _dir_entries(reader: _Reader, source: str) -> list[Entry]:
+def _dir_entries(
+    reader: _Entries, source: str, found: dict[str, os.stat_result] | None = None
+) -> list[Entry]:
     entries = []
-    found = walk(source)
+    found = walk(source) if found is None else found
     for rel in found:
         if not rel.isascii():
             _check_name(source, rel)
@@ -232,8 +289,10 @@ def _dir_entries(reader: _Reader, source: str) -> list[Entry]:
             if link_stays_inside(rel, target):
                 entries.append(Entry(rel, SYMLINK, 0o777, target=target))
             else:
+                reader.skipping(full)
                 warnings.warn(f"skipping {full}: symlink to {target} leaves the tree", stacklevel=3)
         else:
+            reader.skipping(full)
             warnings.warn(f"skipping {full}: not a file, folder or symlink", stacklevel=3)
     return entries
 
@@ -281,7 +340,65 @@ def _no_follow(path: str, flags: int) -> int:
     return os.open(path, flags | os.O_NONBLOCK | os.O_NOFOLLOW)
 
 
-class _Reader:
+class _Entries:
+    """Turns files into entries: those the stat cache vouches for, without reading them."""
+
+    def __init__(self, known: Mapping[str, Known], progress: Progress) -> None:
+        self.known = known
+        self.progress = progress
+        self.learned: dict[str, Known] = {}
+        self.kept: list[str] = []  # files the stat cache vouched for: still as it says
+        self.reused: set[str] = set()  # objects referenced without being written now
+
+    def file_entry(self, full: str, rel: str, st: os.stat_result) -> Entry | None:
+        raise NotImplementedError
+
+    def skipping(self, full: str) -> None:
+        """``full`` is left out of the manifest, with a warning."""
+
+    def vouched(self, full: str, rel: str, st: os.stat_result) -> Entry | None:
+        """The entry of a file the stat cache vouches for; ``None`` for any other."""
+        cached = self.known.get(full)
+        if cached is None or not cached.matches(st) or not self._usable(cached):
+            return None
+        if cached.chunks:
+            self.reused.update(d for d, _ in cached.chunks)
+        else:
+            self.reused.add(cached.digest)
+        self.kept.append(full)
+        mode = file_mode_bits(st.st_mode)
+        self.progress.advance(1, st.st_size)  # vouched for: done without reading
+        return Entry(rel, FILE, mode, st.st_size, cached.digest, cached.chunks)
+
+    def _usable(self, cached: Known) -> bool:
+        # Chunk lists from another chunker setting would not dedup with new ones.
+        return not (cached.size > chunking.THRESHOLD and not cached.chunks)
+
+
+class _NeedsReading(Exception):
+    """A survey met a file it would have to read (or something a build warns about)."""
+
+
+class _Survey(_Entries):
+    """Entries of files the stat cache vouches for; any other stops the survey."""
+
+    def __init__(self, known: Mapping[str, Known]) -> None:
+        super().__init__(known, Progress())
+
+    def file_entry(self, full: str, rel: str, st: os.stat_result) -> Entry:
+        entry = self.vouched(full, rel, st)
+        if entry is None:
+            raise _NeedsReading(full)
+        return entry
+
+    def skipping(self, full: str) -> None:
+        raise _NeedsReading(full)  # the build warns about it, once
+
+    def built(self, manifest: Manifest) -> Built:
+        return Built(manifest, self.reused, {}, self.kept)
+
+
+class _Reader(_Entries):
     """Turns files into entries, reading only what the stat cache cannot vouch for."""
 
     def __init__(
@@ -293,29 +410,18 @@ class _Reader:
         puts: BackgroundPuts,
         quiet: float = 0.0,
     ) -> None:
+        super().__init__(known, progress)
         self.objects = objects
         self.puts = puts
         self.quiet = quiet  # seconds a file must be unmodified before it is read
-        self.known = known
         self.stored = stored
-        self.progress = progress
-        self.learned: dict[str, Known] = {}
-        self.kept: list[str] = []  # files the stat cache vouched for: still as it says
-        self.reused: set[str] = set()  # objects referenced without being written now
         self.chunker = chunking.Chunker()
 
     def file_entry(self, full: str, rel: str, st: os.stat_result) -> Entry | None:
         """The entry of one file; ``None`` if it vanished before it could be read."""
-        cached = self.known.get(full)
-        if cached is not None and cached.matches(st) and self._usable(cached):
-            if cached.chunks:
-                self.reused.update(d for d, _ in cached.chunks)
-            else:
-                self.reused.add(cached.digest)
-            self.kept.append(full)
-            mode = file_mode_bits(st.st_mode)
-            self.progress.advance(1, st.st_size)  # vouched for: done without reading
-            return Entry(rel, FILE, mode, st.st_size, cached.digest, cached.chunks)
+        vouched = self.vouched(full, rel, st)
+        if vouched is not None:
+            return vouched
         try:
             digest, chunks, size, seen = self._read(full)
         except FileNotFoundError:
@@ -323,10 +429,6 @@ class _Reader:
         self.progress.advance(1, 0)  # its bytes were counted as they were read
         self.learned[full] = known_from_stat(seen, digest, chunks)
         return Entry(rel, FILE, file_mode_bits(seen.st_mode), size, digest, chunks)
-
-    def _usable(self, cached: Known) -> bool:
-        # Chunk lists from another chunker setting would not dedup with new ones.
-        return not (cached.size > chunking.THRESHOLD and not cached.chunks)
 
     def _read(self, full: str) -> tuple[str, tuple[tuple[str, int], ...], int, os.stat_result]:
         """Store one file's content; re-read it when it changed while being read."""

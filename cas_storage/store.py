@@ -157,6 +157,22 @@ class Store:
         work, key = check_work(work), normalize_key(path)
         source = os.path.abspath(os.fspath(source))
         inner = normalize_key(at)
+        known = self.state.under(source)
+        surveyed = _snapshot.Survey()
+        if inner == ".":
+            # Reads no file and nothing of the store; the build reuses its walk (the
+            # lease guards the store's objects, not when the local tree is listed).
+            surveyed = _snapshot.survey(known, source)
+            if surveyed.built is not None:
+                same = self._latest_if(work, key, surveyed.built.manifest)
+                if same is not None:
+                    # Nothing read, reused or recorded: no lease needed (it guards the
+                    # objects a snapshot reuses from choosing them until recorded).
+                    self.state.record_tree(source, known, surveyed.built.kept, {})
+                    if progress is not None:
+                        progress.start(total_bytes=same.bytes)
+                        progress.advance(same.files, same.bytes)
+                    return same
         # Under the shared lease from before choosing what to reuse until recorded:
         # gc deletes nothing meanwhile (locks.py, gc.py).
         with self.locks.shared(f"snapshot of {work}:{key}") as lease:
@@ -176,9 +192,10 @@ class Store:
                     if inner != ".":
                         raise
                     # A damaged previous version must not block a new, whole snapshot.
-            known = self.state.under(source)
             with self.objects.batch() as objects:  # all stored before the record
-                built = _snapshot.build_durable(objects, known, source, stored, progress, quiet)
+                built = _snapshot.build_durable(
+                    objects, known, source, stored, progress, quiet, surveyed
+                )
             manifest = built.manifest
             if inner != ".":
                 manifest = (base or Manifest.build(DIR, [])).graft(
@@ -188,6 +205,11 @@ class Store:
             version = _snapshot.record(self.objects, self.catalog, work, key, manifest, latest)
         self.state.record_tree(source, known, built.kept, built.learned)
         return version
+
+    def _latest_if(self, work: str, key: str, manifest: Manifest) -> Version | None:
+        """The latest version of ``(work, key)`` if it is ``manifest``, else ``None``."""
+        latest = self.catalog.latest(work, key)
+        return latest if latest is not None and latest.manifest == manifest.digest() else None
 
     def record(self, work: str, path: str, manifest: Manifest) -> Version:
         """Record ``manifest`` as the next version; every object it needs must be stored.
