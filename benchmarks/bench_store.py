@@ -22,6 +22,7 @@ Run: python benchmarks/bench_store.py [--cases big,small] [--repeat 3] [--scale 
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import random
 import shutil
@@ -70,27 +71,34 @@ def sync() -> None:
     subprocess.run(["sync"], check=True)  # start every timing with no dirty pages queued
 
 
-#: Where ``remove`` puts what it removes, emptied only between cases with few files.
+#: Where ``remove`` sets aside trees of many files (inside the scratch folder, which
+#: is deleted after the last timing).
 TRASH: list[Path] = []
+#: Trees with more entries than this are set aside rather than deleted.
+MANY = 1000
 
 
 def remove(*paths: Path) -> None:
-    """Set ``paths`` aside (a rename), to be deleted by ``empty_trash``.
+    """Delete ``paths``; a tree of many files is only set aside (a rename) until the end.
 
-    Not deleted at once: on ext4 without a journal (this machine's) a new inode is
-    not given the number of one deleted in the last minutes, and the allocator checks
-    each such inode it passes (``recently_deleted``): creating 20,000 files right after
-    deleting 20,000 cost ~350 µs a file instead of ~25 µs, so whoever ran after a
-    deletion — `cp -r` or the store — paid for the one before.
+    On ext4 without a journal (this machine's) a new inode is not given the number of
+    one deleted in the last minutes, and the allocator checks each such inode it passes
+    (``recently_deleted``): creating 20,000 files right after deleting 20,000 cost
+    ~350 µs a file instead of ~25 µs, so whoever ran after a deletion — `cp -r` or the
+    store — paid for the one before. Large files are deleted at once: kept, their
+    dirty pages would turn the next timings into a disk-writeback benchmark.
     """
     for path in paths:
-        if path.exists() or path.is_symlink():
-            TRASH[0].mkdir(exist_ok=True)
-            path.rename(TRASH[0] / f"{len(list(TRASH[0].iterdir()))}-{path.name}")
-
-
-def empty_trash() -> None:
-    shutil.rmtree(TRASH[0], ignore_errors=True)
+        if not (path.exists() or path.is_symlink()):
+            continue
+        if path.is_dir() and not path.is_symlink():
+            if len(list(itertools.islice(path.rglob("*"), MANY + 1))) > MANY:
+                TRASH[0].mkdir(exist_ok=True)
+                path.rename(TRASH[0] / f"{len(list(TRASH[0].iterdir()))}-{path.name}")
+            else:
+                shutil.rmtree(path)
+        else:
+            path.unlink()
 
 
 class Table:
@@ -357,7 +365,6 @@ def main() -> None:
                 write_random(src / f"shard{i}.bin", int(256 * 1024 * 1024 * args.scale))
             bench_copy_case(table, "big 4 x 256 MiB", src, scratch, args.repeat, with_cli)
             remove(src)
-            empty_trash()  # a few large files: nothing for the allocator to step over
         if "small" in cases:
             src = scratch / "small-src"
             make_files(src, int(20_000 * args.scale), 4096, 200)
