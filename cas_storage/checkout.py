@@ -155,7 +155,7 @@ def checkout(
         writer = _Writer(objects, known, label)
         writer.progress = progress or Progress()
         writer.progress.start(total_bytes=manifest.size)
-        fetches = objects.read_ahead(_fetch_order(manifest, dest, known))
+        fetches = objects.read_ahead(_fetch_order(objects, manifest, dest, known))
         with _staging(dest) as staging, fetches as writer.fetch:
             try:
                 with paused_gc():  # 100k files: collections find no cycles, only cost
@@ -216,14 +216,20 @@ def in_place(
 
 
 def _fetch_order(
-    manifest: Manifest, dest: str, known: Mapping[str, Known]
+    objects: ObjectStore, manifest: Manifest, dest: str, known: Mapping[str, Known]
 ) -> Iterator[tuple[str, int]]:
-    """The objects a checkout will read, in the order it writes files: every file
-    the stat cache does not vouch for as already in place (for reading ahead).
-
-    A generator: a local store never reads ahead, and never pays its ``lstat`` per file.
+    """The objects a checkout will read, in the order it writes files (for reading
+    ahead): on an object store, those of every file the stat cache does not vouch for
+    as already in place; on a local store, those of every file not assembled by
+    kernel copies — planning a read there costs nothing until it is asked for, so no
+    file is ``lstat``-ed for it.
     """
+    local = isinstance(objects, LocalObjects)
     for entry in manifest.files:
+        if local:
+            if entry.size < KERNEL_COPY_MIN:
+                yield from entry.chunks or ((entry.digest, entry.size),)
+            continue
         full = dest if manifest.kind == FILE else os.path.join(dest, entry.path)
         have = known.get(full)
         if have is not None and have.digest == entry.digest:
