@@ -22,7 +22,9 @@ from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.ui import Select
+from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from cas_storage import Store
 
@@ -119,12 +121,24 @@ return n;
 """
 
 
+def follow(browser: webdriver.Chrome, element: WebElement) -> None:
+    """Click ``element`` and wait for the page it leads to. A click returns once the
+    event is dispatched, at times before the browser has left the old page (a form's
+    submit above all); a lookup then finds nothing, or the old page's elements."""
+    old = browser.find_element(By.TAG_NAME, "html")
+    element.click()
+    WebDriverWait(browser, 30).until(expected_conditions.staleness_of(old))
+    WebDriverWait(browser, 30).until(
+        lambda b: b.execute_script("return document.readyState") == "complete"
+    )
+
+
 def test_work_to_version_to_diff_with_chart_and_download(served, browser, tmp_path):
     base, root = served
     browser.get(base)
     assert "Works and their paths" in browser.page_source
     shot(browser, "works", tmp_path)
-    browser.find_element(By.LINK_TEXT, "outputs/ckpt").click()
+    follow(browser, browser.find_element(By.LINK_TEXT, "outputs/ckpt"))
 
     assert "root.train : outputs/ckpt" in browser.find_element(By.TAG_NAME, "h1").text
     drawn = browser.execute_script(DRAWN_PIXELS)
@@ -134,7 +148,7 @@ def test_work_to_version_to_diff_with_chart_and_download(served, browser, tmp_pa
     assert versions == [str(n) for n in range(12, 0, -1)]
     shot(browser, "versions", tmp_path)
 
-    browser.find_element(By.LINK_TEXT, "7").click()
+    follow(browser, browser.find_element(By.LINK_TEXT, "7"))
     assert "version 7" in browser.find_element(By.TAG_NAME, "h1").text
     names = browser.find_element(By.ID, "files").text
     assert "base.bin" in names and "config.json" not in names  # removed in version 7
@@ -152,10 +166,10 @@ def test_work_to_version_to_diff_with_chart_and_download(served, browser, tmp_pa
         time.sleep(0.1)
     assert target.read_bytes() == wanted
 
-    browser.find_element(By.LINK_TEXT, "outputs/ckpt").click()  # the breadcrumb
+    follow(browser, browser.find_element(By.LINK_TEXT, "outputs/ckpt"))  # the breadcrumb
     Select(browser.find_element(By.ID, "diff-a")).select_by_visible_text("2")
     Select(browser.find_element(By.ID, "diff-b")).select_by_visible_text("9")
-    browser.find_element(By.ID, "diff-go").click()
+    follow(browser, browser.find_element(By.ID, "diff-go"))
     summary = browser.find_element(By.ID, "diff-summary").text
     assert "removed" in summary and "changed" in summary
     changes = browser.find_element(By.ID, "changes").text
@@ -163,8 +177,8 @@ def test_work_to_version_to_diff_with_chart_and_download(served, browser, tmp_pa
     shot(browser, "diff", tmp_path)
 
     # a row's "since previous" link is the diff against the version before it
-    browser.find_element(By.LINK_TEXT, "outputs/ckpt").click()
-    browser.find_elements(By.CSS_SELECTOR, "a.diff-link")[0].click()
+    follow(browser, browser.find_element(By.LINK_TEXT, "outputs/ckpt"))
+    follow(browser, browser.find_elements(By.CSS_SELECTOR, "a.diff-link")[0])
     assert "11 → 12" in browser.find_element(By.TAG_NAME, "h1").text
 
 
