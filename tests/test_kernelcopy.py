@@ -89,11 +89,12 @@ def test_a_damaged_object_is_still_named_and_never_written(store, tmp_path, vict
     store.snapshot("w", "p", src)
     entry = store.manifest(store.version("w", "p")).by_path()[victim]
     damaged = entry.objects()[-1]
-    path = store.objects.path(damaged)
+    path, offset, _ = store.objects.locate(damaged)  # loose, or packed if cut finely
     os.chmod(path, 0o644)
     with open(path, "r+b") as obj:  # same size, one byte flipped: only a hash can tell
+        obj.seek(offset)
         first = obj.read(1)
-        obj.seek(0)
+        obj.seek(offset)
         obj.write(bytes([first[0] ^ 1]))
     with pytest.raises(CorruptObject) as caught:
         store.checkout("w", "p", tmp_path / "out")
