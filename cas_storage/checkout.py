@@ -139,7 +139,7 @@ def checkout(
     ``FileExistsError`` when ``dest`` exists and ``overwrite`` is false.
     """
     v = catalog.get(work, path, version)
-    label = f"{work}:{path}" + ("" if inner == "." else f"/{inner}") + f" version {v.number}"
+    label = _label(work, path, inner, v.number)
     dest = os.path.abspath(dest)
     validated_before = state.checked_out(v.manifest)
     manifest = load_manifest(objects, v.manifest, label, validated_before).subtree(inner)
@@ -152,9 +152,7 @@ def checkout(
             raise FileExistsError(errno.EEXIST, "exists; pass overwrite=True to replace it", dest)
         remove_leftovers(dest)
         known = state.under(dest)
-        writer = _Writer(objects, known, label)
-        writer.progress = progress or Progress()
-        writer.progress.start(total_bytes=manifest.size)
+        writer = _Writer(objects, known, label, progress, manifest.size)
         fetches = objects.read_ahead(_fetch_order(objects, manifest, dest, known))
         with _staging(dest) as staging, fetches as writer.fetch:
             try:
@@ -198,7 +196,7 @@ def in_place(
     v = catalog.get(work, path, version)
     if v.manifest != held:
         return None
-    label = f"{work}:{path}" + ("" if inner == "." else f"/{inner}") + f" version {v.number}"
+    label = _label(work, path, inner, v.number)
     try:  # validated when dest was checked out to it (that is what ``held`` says)
         manifest = load_manifest(objects, v.manifest, label, True).subtree(inner)
     except (CasError, OSError):
@@ -206,33 +204,36 @@ def in_place(
     with dest_lock(dest):
         remove_leftovers(dest)
         known = state.under(dest)
-        writer = _Writer(objects, known, label)
-        writer.progress = progress or Progress()
-        writer.progress.start(total_bytes=manifest.size)
+        writer = _Writer(objects, known, label, progress, manifest.size)
         with paused_gc():  # as for every checkout: 100k files, no cycles to find
             same = plan(dest, manifest, writer).changes_nothing()
         state.record_tree(dest, known, writer.kept, writer.learned)
     return GetResult(v.number, 0, 0) if same else None
 
 
+def _label(work: str, path: str, inner: str, number: int) -> str:
+    """How errors and progress name what a checkout writes."""
+    return f"{work}:{path}" + ("" if inner == "." else f"/{inner}") + f" version {number}"
+
+
 def _fetch_order(
     objects: ObjectStore, manifest: Manifest, dest: str, known: Mapping[str, Known]
 ) -> Iterator[tuple[str, int]]:
     """The objects a checkout will read, in the order it writes files (for reading
-    ahead): on an object store, those of every file the stat cache does not vouch for
-    as already in place; on a local store, those of every file not assembled by
-    kernel copies — planning a read there costs nothing until it is asked for, so no
-    file is ``lstat``-ed for it.
+    ahead): those of every file the stat cache does not take to be in place already,
+    and on a local store not assembled by kernel copies. On an object store a fetch
+    for nothing costs a request, so the stat cache's word is checked by ``lstat``;
+    locally a wrong guess costs one direct read, and no file is ``lstat``-ed for it.
     """
     local = isinstance(objects, LocalObjects)
     for entry in manifest.files:
-        if local:
-            if entry.size < KERNEL_COPY_MIN:
-                yield from entry.chunks or ((entry.digest, entry.size),)
-            continue
+        if local and entry.size >= KERNEL_COPY_MIN:
+            continue  # assembled by kernel copies, never read through the read-ahead
         full = dest if manifest.kind == FILE else os.path.join(dest, entry.path)
         have = known.get(full)
         if have is not None and have.digest == entry.digest:
+            if local:
+                continue  # likely in place; if not, it is read directly, at no loss
             st = _lstat(full)
             # describes(), not matches(): a file written moments ago is likely still
             # in place (it is verified before being kept); if not, it is read directly.
@@ -506,8 +507,17 @@ def _full(dest: str, rel: str) -> str:
 class _Writer:
     """Writes verified files and keeps the counts and the stat-cache records."""
 
-    def __init__(self, objects: ObjectStore, known: Mapping[str, Known], label: str) -> None:
+    def __init__(
+        self,
+        objects: ObjectStore,
+        known: Mapping[str, Known],
+        label: str,
+        progress: Progress | None,
+        total_bytes: int,
+    ) -> None:
         self.objects = objects
+        self.progress = progress or Progress()
+        self.progress.start(total_bytes=total_bytes)
         self.fetch: ObjectStore | ReadAhead = objects  # reads content: ahead when it can
         self.known = known
         self.label = label
@@ -701,8 +711,6 @@ class _Writer:
         if stream is None:
             stream = self._sources[full] = open(full, "rb")  # noqa: SIM115 - closed in close()
         return stream.fileno()
-
-    progress: Progress = Progress()
 
     def _count(self, name: str, st: os.stat_result, entry: Entry, fetched: int) -> None:
         self.progress.advance(1, 0)  # its bytes were counted as they were written
