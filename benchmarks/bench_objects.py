@@ -1,10 +1,9 @@
 """Per-object cost: what one object file per chunk costs against one pack file.
 
-Writes the same N chunks (random bytes, ``--size`` KiB each) three ways, interleaved
+Writes the same N chunks (random bytes, ``--size`` KiB each) two ways, interleaved
 per repetition: one object file each (``LocalObjects.put``: temp file, write,
-rename), the same through ``BackgroundPuts`` (two writer threads), and appended to a
-single pack file (what restic's packs or Xet's xorbs would cost at best). Then
-reads them back the same ways. Prints the median per-chunk cost of each.
+rename), and appended to a single pack file (what restic's packs or Xet's xorbs
+would cost at best). Then reads them back the same ways. Prints the median per-chunk cost of each.
 
 Run: python benchmarks/bench_objects.py [--count 2000] [--size 512] [--repeat 3]
 """
@@ -23,7 +22,6 @@ from pathlib import Path
 
 from cas_storage.hashing import digest_bytes
 from cas_storage.objects import LocalObjects
-from cas_storage.pipeline import BackgroundPuts
 
 
 def timed(action: Callable[[], object]) -> float:
@@ -45,20 +43,13 @@ def main() -> None:
     results: dict[str, list[float]] = {}
     try:
         for _ in range(args.repeat):
-            for name in ("objects", "threads", "pack"):
+            for name in ("objects", "pack"):
                 shutil.rmtree(scratch / name, ignore_errors=True)
             store = LocalObjects(str(scratch / "objects"))
 
             def one_by_one(store: LocalObjects = store) -> None:
                 for data, digest in zip(chunks, digests, strict=True):
                     store.put(data, digest)
-
-            threaded = LocalObjects(str(scratch / "threads"))
-
-            def with_threads(store: LocalObjects = threaded) -> None:
-                with BackgroundPuts(store) as puts:
-                    for data, digest in zip(chunks, digests, strict=True):
-                        puts.put(data, digest)
 
             def one_pack() -> None:
                 (scratch / "pack").mkdir()
@@ -77,7 +68,6 @@ def main() -> None:
 
             for name, action in (
                 ("write: one object file per chunk", one_by_one),
-                ("write: object files, 2 threads", with_threads),
                 ("write: one pack file", one_pack),
                 ("read+verify: object files", read_objects),
                 ("read+verify: one pack file", read_pack),

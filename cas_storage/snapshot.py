@@ -43,7 +43,6 @@ from .manifest import (
     mode_bits,
 )
 from .objects import ObjectStore
-from .pipeline import BackgroundPuts
 from .progress import Progress
 from .tree import kind, paused_gc, walk
 
@@ -92,22 +91,21 @@ def build(
         raise FileNotFoundError(f"cannot snapshot {not_found(source)}") from None
     if not (stat.S_ISREG(top.st_mode) or stat.S_ISDIR(top.st_mode)):
         raise ValueError(f"cannot snapshot {source}: not a file or folder")
-    # Objects are written on worker threads while this one reads and hashes; leaving
-    # the block waits for every write, so all are stored before ``build`` returns.
-    with BackgroundPuts(objects) as puts:
-        reader = _Reader(objects, known, stored, progress or Progress(), puts, quiet)
-        # Built without validating again: every entry comes from this walk (names the
-        # filesystem gave, links checked by link_stays_inside) and our own hashing.
-        if stat.S_ISREG(top.st_mode):
-            reader.progress.start(total_bytes=top.st_size)
-            entry = reader.file_entry(source, ".", top)
-            if entry is None:
-                raise FileNotFoundError(f"cannot snapshot {source}: it vanished while being read")
-            manifest = Manifest.build(FILE, [entry], validate=False)
-        else:
-            with paused_gc():
-                entries = _dir_entries(reader, source, found)
-                manifest = Manifest.build(DIR, entries, validate=False)
+    # ``objects`` is the caller's batch: each object is put as its file is read (a
+    # pack append, once per digest), and durable when the batch ends, before the record.
+    reader = _Reader(objects, known, stored, progress or Progress(), quiet)
+    # Built without validating again: every entry comes from this walk (names the
+    # filesystem gave, links checked by link_stays_inside) and our own hashing.
+    if stat.S_ISREG(top.st_mode):
+        reader.progress.start(total_bytes=top.st_size)
+        entry = reader.file_entry(source, ".", top)
+        if entry is None:
+            raise FileNotFoundError(f"cannot snapshot {source}: it vanished while being read")
+        manifest = Manifest.build(FILE, [entry], validate=False)
+    else:
+        with paused_gc():
+            entries = _dir_entries(reader, source, found)
+            manifest = Manifest.build(DIR, entries, validate=False)
     return Built(manifest, reader.reused, reader.learned, reader.kept)
 
 
@@ -258,7 +256,7 @@ def _check_name(source: str, rel: str, target: str | None = None) -> None:
 
 
 def _dir_entries(
-    reader: _Entries, source: str, found: dict[str, os.stat_result] | None = None
+    reader: _Reader | _Survey, source: str, found: dict[str, os.stat_result] | None = None
 ) -> list[Entry]:
     entries = []
     found = walk(source) if found is None else found
@@ -350,9 +348,6 @@ class _Entries:
         self.kept: list[str] = []  # files the stat cache vouched for: still as it says
         self.reused: set[str] = set()  # objects referenced without being written now
 
-    def file_entry(self, full: str, rel: str, st: os.stat_result) -> Entry | None:
-        raise NotImplementedError
-
     def skipping(self, full: str) -> None:
         """``full`` is left out of the manifest, with a warning."""
 
@@ -407,12 +402,10 @@ class _Reader(_Entries):
         known: Mapping[str, Known],
         stored: set[str],
         progress: Progress,
-        puts: BackgroundPuts,
         quiet: float = 0.0,
     ) -> None:
         super().__init__(known, progress)
         self.objects = objects
-        self.puts = puts
         self.quiet = quiet  # seconds a file must be unmodified before it is read
         self.stored = stored
         self.chunker = chunking.Chunker()
@@ -443,7 +436,7 @@ class _Reader(_Entries):
                     if digest in self.stored:  # as a chunk is: the previous version has it
                         self.reused.add(digest)
                     else:
-                        self.puts.put(data, digest)
+                        self.objects.put(data, digest)
                 else:
                     digest, chunks, size = self._read_chunked(stream)
                 after = os.fstat(stream.fileno())
@@ -463,7 +456,8 @@ class _Reader(_Entries):
                 if digest in self.stored:
                     self.reused.add(digest)
                 else:
-                    # The view is reused for the next chunk: a queued write needs a copy.
-                    self.puts.put(piece if self.puts.inline else bytes(piece), digest)
+                    # Stored before the next chunk reuses the view (a pack append; a
+                    # batch's first few objects are held as copies).
+                    self.objects.put(piece, digest)
                 chunks.append((digest, len(piece)))
         return whole.hexdigest(), tuple(chunks), sum(s for _, s in chunks)
