@@ -40,15 +40,13 @@ from . import kernelcopy
 from .catalog import Catalog
 from .errors import CasError, CorruptObject, InvalidManifest
 from .hashing import Hasher, digest_bytes, digest_file
+from .kernelcopy import KERNEL_COPY_MIN
 from .localstate import Known, LocalState, known_from_stat
 from .manifest import DIR, FILE, SYMLINK, Entry, Manifest
 from .objects import LocalObjects, ObjectStore, ReadAhead
 from .progress import Progress
 from .tree import LOCK_SUFFIX, STAGING_MARK, kind, paused_gc, walk
 
-#: Files at least this large are assembled by kernel copies (``kernelcopy``); below it
-#: the system calls of a copy and a re-read cost more than passing bytes through Python.
-KERNEL_COPY_MIN = 1024 * 1024
 #: Neighbouring pieces of one file are copied by one kernel copy of at most this size.
 COPY_RUN = 4 * 2**20
 #: Leftovers of the old layout (``NAME.cas-tmp-*`` beside files) older than this are removed.

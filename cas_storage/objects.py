@@ -239,9 +239,13 @@ class ObjectStore:
         path = self.path(digest)
         return int(self.fs.size(path)), float(self.fs.modified(path).timestamp())
 
-    def put(self, data: bytes | bytearray | memoryview, digest: str | None = None) -> str:
+    def put(
+        self, data: bytes | bytearray | memoryview, digest: str | None = None, at: int | None = None
+    ) -> str:
         """Store ``data`` unless present; return its digest. Objects are never rewritten.
 
+        ``at``: where ``data`` begins in the large file it is part of, which a batch
+        uses to place it in its pack (``packs.ALIGN``); a loose object needs no place.
         One create-only write and no existence check first: an object already there
         refuses the write, which is success (same name, same bytes).
         """
@@ -428,10 +432,13 @@ class ReadAhead:
                 where is not None
                 and last is not None
                 and last.pack == where.pack
-                and last.start + last.size == where.offset
-                and last.size + where.size <= RUN_BYTES
+                # Neighbours, or apart by the padding that aligns a file's chunks.
+                and 0 <= where.offset - (last.start + last.size) < packs.ALIGN
+                and where.offset + where.size - last.start <= RUN_BYTES
             ):
-                self._runs[-1] = last._replace(size=last.size + where.size, last=position)
+                self._runs[-1] = last._replace(
+                    size=where.offset + where.size - last.start, last=position
+                )
                 self._slices.append((where.offset - last.start, where.size))
             elif where is not None:
                 self._runs.append(_Run(where.pack, where.offset, where.size, position, position))
@@ -529,9 +536,11 @@ class PackBatch:
             self._index = self.objects.refresh_packs()
         return digest in self._index
 
-    def put(self, data: bytes | bytearray | memoryview, digest: str | None = None) -> str:
+    def put(
+        self, data: bytes | bytearray | memoryview, digest: str | None = None, at: int | None = None
+    ) -> str:
         digest = digest or digest_bytes(data)
-        self.writer.put(data, digest)
+        self.writer.put(data, digest, at)
         return digest
 
     def has(self, digest: str) -> bool:
@@ -746,7 +755,9 @@ class LocalObjects(ObjectStore):
             return self.has(digest)  # packed: the lease protocol, not times, protects it
         return True
 
-    def put(self, data: bytes | bytearray | memoryview, digest: str | None = None) -> str:
+    def put(
+        self, data: bytes | bytearray | memoryview, digest: str | None = None, at: int | None = None
+    ) -> str:
         digest = digest or digest_bytes(data)
         target = self.path(digest)
         try:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import BinaryIO
 
-from . import chunking
+from . import chunking, kernelcopy
 from .catalog import Catalog, Version
 from .errors import CasError, InvalidName, SourceChanged, VersionExists, not_found
 from .hashing import Hasher, digest_bytes
@@ -436,7 +436,9 @@ class _Reader(_Entries):
                     if digest in self.stored:  # as a chunk is: the previous version has it
                         self.reused.add(digest)
                     else:
-                        self.objects.put(data, digest)
+                        # A file a checkout copies in the kernel is placed for it (at=0).
+                        big = size >= kernelcopy.KERNEL_COPY_MIN
+                        self.objects.put(data, digest, at=0 if big else None)
                 else:
                     digest, chunks, size = self._read_chunked(stream)
                 after = os.fstat(stream.fileno())
@@ -447,6 +449,7 @@ class _Reader(_Entries):
     def _read_chunked(self, stream: BinaryIO) -> tuple[str, tuple[tuple[str, int], ...], int]:
         whole = Hasher()
         chunks = []
+        offset = 0
         # Closed on the way out, even by an error: the chunker's thread reads ``stream``.
         with contextlib.closing(self.chunker.chunks(stream)) as pieces:
             for piece in pieces:
@@ -457,7 +460,9 @@ class _Reader(_Entries):
                     self.reused.add(digest)
                 else:
                     # Stored before the next chunk reuses the view (a pack append; a
-                    # batch's first few objects are held as copies).
-                    self.objects.put(piece, digest)
+                    # batch's first few objects are held as copies). ``at``: placed for
+                    # a checkout's kernel copies (packs.ALIGN).
+                    self.objects.put(piece, digest, at=offset)
                 chunks.append((digest, len(piece)))
-        return whole.hexdigest(), tuple(chunks), sum(s for _, s in chunks)
+                offset += len(piece)
+        return whole.hexdigest(), tuple(chunks), offset

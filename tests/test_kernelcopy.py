@@ -4,6 +4,7 @@ bytes, and every one of them is verified (a damaged object is still named, never
 from __future__ import annotations
 
 import errno
+import itertools
 import os
 
 import pytest
@@ -108,3 +109,33 @@ def test_copy_range_stops_at_the_end_of_the_source(tmp_path):
     with open(a, "rb") as src, open(b, "w+b") as dst:
         assert kernelcopy.copy_range(src.fileno(), dst.fileno(), 100, 4, 0) == 6
     assert b.read_bytes() == b"456789"
+
+
+def test_copy_range_starts_its_kernel_copies_on_64k_boundaries(tmp_path, monkeypatch):
+    """Pieces of any length at any offset: the same bytes, and every call after a
+    piece's first starts on a SPLICE_ALIGN boundary of the destination."""
+    data = os.urandom(3 * 2**20)
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.write_bytes(data)
+    calls = []
+    real = kernelcopy._copy_file_range
+    assert real is not None
+
+    def recorded(src, dst, count, src_offset, dst_offset):
+        calls.append((dst_offset, count))
+        return real(src, dst, count, src_offset, dst_offset)
+
+    monkeypatch.setattr(kernelcopy, "_copy_file_range", recorded)
+    cuts = [0, 1, 4095, 70_000, 65536 * 5, 1_000_003, 2_500_000, len(data)]
+    with open(a, "rb") as src, open(b, "w+b") as dst:
+        for start, end in itertools.pairwise(cuts):
+            calls.clear()
+            assert kernelcopy.copy_range(src.fileno(), dst.fileno(), end - start, start, start) == (
+                end - start
+            )
+            assert calls[0][0] == start
+            assert all(at % kernelcopy.SPLICE_ALIGN == 0 for at, _ in calls[1:])
+            boundary = -(-start // kernelcopy.SPLICE_ALIGN) * kernelcopy.SPLICE_ALIGN
+            if start < boundary < end:  # the first call stops at the boundary
+                assert calls[0][0] + calls[0][1] == boundary
+    assert b.read_bytes() == data

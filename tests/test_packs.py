@@ -7,6 +7,7 @@ run on packed and loose trees in ``tests/faults/test_gc_race.py``,
 
 from __future__ import annotations
 
+import itertools
 import os
 import pathlib
 import sqlite3
@@ -271,3 +272,82 @@ def test_a_long_lived_s3_reader_gets_what_another_machine_packed_in_a_few_reques
     assert result.files_transferred == 200
     # The manifest, the new pack's index, one ranged read of the neighbours.
     assert len(gets) <= 4, f"{len(gets)} GET requests for 200 newly packed files"
+
+
+def _pack_offsets(store: Store, entry) -> list[tuple[int, int]]:
+    """(offset in its file, offset in its pack) of each packed chunk of ``entry``."""
+    pairs, at = [], 0
+    index = store.objects.refresh_packs()
+    for digest, size in entry.chunks:
+        where = index.get(digest)
+        if where is not None:  # a batch of few new objects stores them loose
+            pairs.append((at, where.offset))
+        at += size
+    return pairs
+
+
+def test_a_large_files_chunks_lie_page_congruent_in_their_packs(store, tmp_path):
+    """Every chunk starts in its pack at its offset in the file modulo ALIGN, whatever
+    came before it (small files, a deduplicated chunk); small files are not padded;
+    gc's repack keeps the placement; the checkout is the same bytes."""
+    from cas_storage.packs import ALIGN
+
+    big = os.urandom(9 * 2**20)
+    src = write_tree(tmp_path / "src", {"a.txt": b"x" * 1001, "big.bin": big, **_files(20, "s")})
+    v1 = store.snapshot(W, P, src)
+    entry = next(e for e in store.manifest(v1).files if e.path == "big.bin")
+    assert len(entry.chunks) > 4
+    placed = _pack_offsets(store, entry)
+    assert len(placed) == len(entry.chunks)
+    assert all((f - p) % ALIGN == 0 for f, p in placed)
+    index = store.objects.refresh_packs()
+    chunks = {digest for digest, _ in entry.chunks}
+    for pack in index.packs():  # padding comes only before a chunk of the large file
+        placed = sorted(index.entries(pack), key=lambda e: e[1])
+        for (_, offset, size), (digest, after, _) in itertools.pairwise(placed):
+            assert after == offset + size or digest in chunks
+
+    # v2: the file shifted by 3 bytes (new chunks at new offsets), one small file gone.
+    (src / "big.bin").write_bytes(b"abc" + big)
+    (src / "f000.bin").unlink()
+    v2 = store.snapshot(W, P, src)
+    store.gc(keep_last=1, grace_seconds=0)  # repacks the packs v1 shared with v2
+    entry2 = next(e for e in store.manifest(v2).files if e.path == "big.bin")
+    placed = _pack_offsets(store, entry2)  # v1's chunks, shifted by 3 bytes in the file
+    assert len(placed) >= len(entry2.chunks) - 2
+    # Repacked where they were (modulo ALIGN): congruent to v1's offsets, not v2's.
+    assert all((f - 3 - p) % ALIGN == 0 for f, p in placed)
+    store.checkout(W, P, tmp_path / "out")
+    assert read_tree(tmp_path / "out") == read_tree(src)
+    assert store.verify() == []
+
+
+def test_neighbours_apart_by_alignment_padding_are_read_in_one_read(tmp_path):
+    """Two large files packed one after the other, padding between them: the
+    read-ahead still fetches both in one ranged read."""
+    from cas_storage.objects import LocalObjects
+
+    store = Store.open(tmp_path / ".cas", state=str(tmp_path / "s.db"))
+    sizes = {"a.bin": 3 * 2**19 + 5, "b.bin": 3 * 2**19 + 7}  # 1.5 MiB: one object each
+    src = write_tree(tmp_path / "src", {n: os.urandom(s) for n, s in sizes.items()})
+    write_tree(src, _files(20, "s"))  # enough objects for a pack
+    v = store.snapshot(W, P, src)
+    wanted = [(e.digest, e.size) for e in store.manifest(v).files if e.path in sizes]
+    index = store.objects.refresh_packs()
+    a, b = (index.get(d) for d, _ in wanted)
+    assert a.pack == b.pack and 0 < b.offset - (a.offset + a.size) < 4096, "padded apart"
+    reads = []
+    original = LocalObjects.read_range  # what the read-ahead's runs read through
+
+    def counted(self, pack, offset, size):
+        reads.append(size)
+        return original(self, pack, offset, size)
+
+    LocalObjects.read_range = counted  # counts the reads; they still happen
+    try:
+        with store.objects.read_ahead(wanted) as ahead:
+            for digest, size in wanted:
+                assert len(ahead.read(digest)) == size
+    finally:
+        LocalObjects.read_range = original
+    assert len(reads) == 1
