@@ -41,7 +41,7 @@ from .catalog import Catalog
 from .errors import CasError, CorruptObject, InvalidManifest
 from .hashing import Hasher, digest_bytes, digest_file
 from .kernelcopy import KERNEL_COPY_MIN
-from .localstate import Known, LocalState, known_from_stat
+from .localstate import Known, KnownFiles, LocalState, known_from_stat
 from .manifest import DIR, FILE, SYMLINK, Entry, Manifest
 from .objects import LocalObjects, ObjectStore, ReadAhead
 from .progress import Progress
@@ -405,7 +405,7 @@ def plan(dest: str, manifest: Manifest, writer: _Writer) -> Plan:
         current = {".": top}
         writer.index_later(os.path.dirname(dest), {os.path.basename(dest): top})
     else:
-        current = walk(dest)
+        current = walk(dest, ordered=False)  # looked up by path; removals sorted below
         writer.index_later(dest, current)
     out = Plan(dest, manifest, current)
     prefix = dest + "/"  # os.path.join per file costs more than the rest of the check
@@ -508,7 +508,7 @@ class _Writer:
     def __init__(
         self,
         objects: ObjectStore,
-        known: Mapping[str, Known],
+        known: KnownFiles,
         label: str,
         progress: Progress | None,
         total_bytes: int,
@@ -554,11 +554,11 @@ class _Writer:
     # -- single files -----------------------------------------------------
     def _unchanged(self, full: str, entry: Entry, st: os.stat_result) -> bool:
         """Whether ``full`` already holds ``entry``'s bytes (its mode aside)."""
-        if kind(st) != "file":
+        if not stat.S_ISREG(st.st_mode):
             return False
-        known = self.known.get(full)
-        if known is not None and known.matches(st):
-            if known.digest != entry.digest:
+        vouched = self.known.matching_digest(full, st)
+        if vouched is not None:
+            if vouched != entry.digest:
                 return False
             self.kept.append(full)
         elif st.st_size == entry.size and digest_file(full) == entry.digest:

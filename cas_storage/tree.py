@@ -30,8 +30,12 @@ def is_ours(name: str) -> bool:
     )
 
 
-def walk(root: str) -> dict[str, os.stat_result]:
+def walk(root: str, ordered: bool = True) -> dict[str, os.stat_result]:
     """Every file, folder and link below ``root`` (not ``root`` itself), parents first.
+
+    ``ordered``: each folder's entries by name (a snapshot reads files in this order,
+    which is the order packs hold them in); otherwise in the order the folder lists
+    them, for a caller that only looks paths up.
 
     >>> walk("/nonexistent-cas-folder")
     {}
@@ -41,7 +45,8 @@ def walk(root: str) -> dict[str, os.stat_result]:
     while pending:
         rel_dir, abs_dir = pending.pop()
         try:
-            entries = sorted(os.scandir(abs_dir), key=lambda e: e.name)
+            listed = os.scandir(abs_dir)
+            entries = sorted(listed, key=_name) if ordered else list(listed)
         except (FileNotFoundError, NotADirectoryError):
             continue  # removed, or replaced by a file, since its parent was listed
         for entry in entries:
@@ -56,6 +61,10 @@ def walk(root: str) -> dict[str, os.stat_result]:
             if stat.S_ISDIR(st.st_mode):
                 pending.append((rel, entry.path))
     return found
+
+
+def _name(entry: os.DirEntry[str]) -> str:
+    return entry.name
 
 
 def kind(st: os.stat_result) -> str:

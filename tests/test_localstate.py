@@ -146,3 +146,23 @@ def test_a_record_is_believed_only_once_no_write_can_hide_in_its_mtime_tick(tmp_
     assert record.matches(renamed)  # any later write moves the mtime past the ctime
     path.write_bytes(b"y")
     assert not record.matches(os.stat(path))
+
+
+def test_matching_digest_says_what_the_record_says(tmp_path):
+    """The columnar check a re-get makes of every file agrees with ``Known.matches``:
+    the digest for the file as recorded, ``None`` once it changed or inside the
+    racy window, or for a path without a record."""
+    f = tmp_path / "f"
+    f.write_bytes(b"one")
+    st = os.lstat(f)
+    old = known_from_stat(st, "ab" * 16)._replace(recorded_ns=time.time_ns() + 10**9 * 60)
+    fresh = old._replace(recorded_ns=st.st_mtime_ns)  # recorded in the write's own tick
+    for record, expected in ((old, "ab" * 16), (fresh, None)):
+        files = KnownFiles.of({str(f): record})
+        assert files.matching_digest(str(f), st) == expected
+        assert (expected is not None) == record.matches(st)
+        assert files.matching_digest(str(tmp_path / "other"), st) is None
+    f.write_bytes(b"three")  # another size: changed even within one timestamp tick
+    changed = os.lstat(f)
+    assert KnownFiles.of({str(f): old}).matching_digest(str(f), changed) is None
+    assert not old.matches(changed)
