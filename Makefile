@@ -46,6 +46,7 @@ typecheck: $(BIN)/.dev
 bench: $(BIN)/.dev
 	$(BIN)/python benchmarks/bench_store.py
 	$(BIN)/python benchmarks/bench_dedup.py
+	$(BIN)/python benchmarks/bench_kernelcopy.py
 	$(BIN)/python benchmarks/bench_objects.py
 	$(BIN)/python benchmarks/bench_memory.py
 	$(BIN)/python benchmarks/bench_runtime.py
