@@ -91,13 +91,20 @@ class Known(NamedTuple):
     def describes(self, st: os.stat_result) -> bool:
         """Same file and stat as recorded. Without ``matches``' racy-window check, so
         only good as a hint for content that is verified when used."""
-        return (
-            self.ino == st.st_ino
-            and self.size == st.st_size
-            and self.mtime_ns == st.st_mtime_ns
-            and self.ctime_ns == st.st_ctime_ns
-            and self.dev == st.st_dev
-        )
+        return _same_file(self.dev, self.ino, self.size, self.mtime_ns, self.ctime_ns, st)
+
+
+def _same_file(
+    dev: int, ino: int, size: int, mtime_ns: int, ctime_ns: int, st: os.stat_result
+) -> bool:
+    """``Known.describes``' rule: ``st`` is of the recorded file, with the recorded stat."""
+    return (
+        ino == st.st_ino
+        and size == st.st_size
+        and mtime_ns == st.st_mtime_ns
+        and ctime_ns == st.st_ctime_ns
+        and dev == st.st_dev
+    )
 
 
 def _past_racy_window(mtime_ns: int, ctime_ns: int, recorded_ns: int) -> bool:
@@ -172,14 +179,10 @@ class KnownFiles(Mapping[str, Known]):
         if i is None:
             return None
         dev, ino, size, mtime_ns, ctime_ns, recorded_ns = self._ints
-        mtime = mtime_ns[i]
+        mtime, ctime = mtime_ns[i], ctime_ns[i]
         if not (
-            ino[i] == st.st_ino
-            and size[i] == st.st_size
-            and mtime == st.st_mtime_ns
-            and ctime_ns[i] == st.st_ctime_ns
-            and dev[i] == st.st_dev
-            and _past_racy_window(mtime, ctime_ns[i], recorded_ns[i])
+            _same_file(dev[i], ino[i], size[i], mtime, ctime, st)
+            and _past_racy_window(mtime, ctime, recorded_ns[i])
         ):
             return None
         start = i * DIGEST_LENGTH

@@ -46,7 +46,7 @@ def walk(root: str, ordered: bool = True) -> dict[str, os.stat_result]:
         rel_dir, abs_dir = pending.pop()
         try:
             listed = os.scandir(abs_dir)
-            entries = sorted(listed, key=_name) if ordered else list(listed)
+            entries = sorted(listed, key=lambda e: e.name) if ordered else list(listed)
         except (FileNotFoundError, NotADirectoryError):
             continue  # removed, or replaced by a file, since its parent was listed
         for entry in entries:
@@ -61,10 +61,6 @@ def walk(root: str, ordered: bool = True) -> dict[str, os.stat_result]:
             if stat.S_ISDIR(st.st_mode):
                 pending.append((rel, entry.path))
     return found
-
-
-def _name(entry: os.DirEntry[str]) -> str:
-    return entry.name
 
 
 def kind(st: os.stat_result) -> str:
