@@ -98,6 +98,23 @@ MANIFESTS_KEPT = 64
 _manifests_lock = threading.Lock()
 
 
+def remember_manifest(objects: ObjectStore, digest: str, manifest: Manifest) -> None:
+    """Note a manifest this process built and stored as ``digest``, as valid.
+
+    Built from a walk and our own hashing, it needs no validation (``Manifest.build``);
+    a get of it in this process then decodes nothing: ~0.05 s per 20,000 files.
+    """
+    _remember((objects, digest), manifest, True)
+
+
+def _remember(key: tuple[ObjectStore, str], manifest: Manifest, valid: bool) -> None:
+    with _manifests_lock:
+        _MANIFESTS[key] = (manifest, valid)
+        _MANIFESTS.move_to_end(key)
+        while len(_MANIFESTS) > MANIFESTS_KEPT:
+            _MANIFESTS.popitem(last=False)
+
+
 def _load_manifest(objects: ObjectStore, digest: str, validated_before: bool) -> Manifest:
     key = (objects, digest)
     with _manifests_lock:
@@ -110,11 +127,7 @@ def _load_manifest(objects: ObjectStore, digest: str, validated_before: bool) ->
     if not (valid or validated_before):
         manifest.validate()
         valid = True
-    with _manifests_lock:
-        _MANIFESTS[key] = (manifest, valid)
-        _MANIFESTS.move_to_end(key)
-        while len(_MANIFESTS) > MANIFESTS_KEPT:
-            _MANIFESTS.popitem(last=False)
+    _remember(key, manifest, valid)  # and most recently used
     return manifest
 
 

@@ -25,7 +25,7 @@ from . import snapshot as _snapshot
 from . import stats as _stats
 from . import verify as _verify
 from .catalog import Catalog, SQLiteCatalog, Version
-from .checkout import GetResult, load_manifest
+from .checkout import GetResult, load_manifest, remember_manifest
 from .errors import CasError, MissingObject, StoreUnavailable, not_found
 from .gc import GcReport
 from .keys import ancestors, check_text, check_work, normalize_key
@@ -166,6 +166,7 @@ class Store:
             if surveyed.built is not None:
                 same = self._latest_if(work, key, surveyed.built.manifest)
                 if same is not None:
+                    remember_manifest(self.objects, same.manifest, surveyed.built.manifest)
                     # Nothing read, reused or recorded: no lease needed (it guards the
                     # objects a snapshot reuses from choosing them until recorded).
                     self.state.record_tree(source, known, surveyed.built.kept, {})
@@ -203,6 +204,7 @@ class Store:
                 )
             lease.check()
             version = _snapshot.record(self.objects, self.catalog, work, key, manifest, latest)
+        remember_manifest(self.objects, version.manifest, manifest)
         self.state.record_tree(source, known, built.kept, built.learned)
         return version
 

@@ -232,6 +232,37 @@ def test_a_manifest_this_machine_checked_out_is_not_validated_again(tmp_path, mo
     assert read_tree(tmp_path / "dest") == read_tree(src)
 
 
+def test_a_get_after_a_put_in_one_process_decodes_no_manifest(tmp_path, monkeypatch):
+    from cas_storage.manifest import Manifest
+
+    state = str(tmp_path / "state.db")
+    src = write_tree(tmp_path / "src", {"a": "one", "b/c": "two"})
+    store = Store.open(tmp_path / ".cas", state=state)
+    decoded = []
+    real = Manifest.decode
+
+    def counting(data, **kw):
+        decoded.append(1)
+        return real(data, **kw)
+
+    monkeypatch.setattr(Manifest, "decode", staticmethod(counting))
+    store.snapshot("w", "p", src)
+    store.checkout("w", "p", tmp_path / "dest")
+    (src / "a").write_text("changed")
+    store.snapshot("w", "p", src)  # a new version
+    store.checkout("w", "p", tmp_path / "dest", overwrite=True)
+    # In a new process, an unchanged re-put builds the manifest it finds recorded.
+    again = Store.open(tmp_path / ".cas", state=state)
+    again.snapshot("w", "p", src)
+    again.checkout("w", "p", tmp_path / "again")
+    assert decoded == []  # the manifests each process built are the ones it got
+    assert read_tree(tmp_path / "dest") == read_tree(tmp_path / "again") == read_tree(src)
+    # A process that built nothing reads the manifest from the store.
+    Store.open(tmp_path / ".cas", state=state).checkout("w", "p", tmp_path / "other")
+    assert decoded == [1]
+    assert read_tree(tmp_path / "other") == read_tree(src)
+
+
 def test_bad_keys_are_rejected(store, tmp_path):
     write_tree(tmp_path / "src", {"a": "a"})
     for bad in ["../escape", "/abs", ""]:
