@@ -240,7 +240,7 @@ def _fetch_order(
     for entry in manifest.files:
         if local and entry.size >= KERNEL_COPY_MIN:
             continue  # assembled by kernel copies, never read through the read-ahead
-        full = dest if manifest.kind == FILE else os.path.join(dest, entry.path)
+        full = dest if manifest.kind == FILE else f"{dest}/{entry.path}"
         have = known.get(full)
         if have is not None and have.digest == entry.digest:
             if local:
@@ -451,14 +451,14 @@ def _apply_fresh(p: Plan, writer: _Writer, staging: str) -> None:
         writer.write_file(built, p.manifest.entries[0], final=p.dest)
     else:
         os.mkdir(built, 0o700)
-        for entry in p.manifest.entries:
-            full = os.path.join(built, entry.path)
+        for entry in p.manifest.entries:  # validated relative paths: joined as strings
+            full = f"{built}/{entry.path}"
             if entry.type == DIR:
                 os.mkdir(full, 0o700)
             elif entry.type == SYMLINK:
                 os.symlink(entry.target, full)
             else:
-                writer.write_file(full, entry, final=os.path.join(p.dest, entry.path))
+                writer.write_file(full, entry, final=f"{p.dest}/{entry.path}")
         _apply_dir_modes(built, p.manifest)
     if p.replace_top:
         _remove(p.dest)
@@ -592,17 +592,21 @@ class _Writer:
         fetched = 0
         try:
             # Read-write: the kernel-copy path re-reads what it wrote to verify it.
+            # Unbuffered: pieces are written whole, and a buffered file object per file
+            # cost a tenth of a 20,000-file get.
             fd = os.open(target, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-            with open(fd, "wb") as out:
+            try:
                 copied = None
                 if entry.size >= KERNEL_COPY_MIN and isinstance(self.objects, LocalObjects):
-                    copied = self._copy_in_kernel(out.fileno(), entry)
+                    copied = self._copy_in_kernel(fd, entry)
                     if copied is None:  # did not verify: start again, piece by piece
-                        os.ftruncate(out.fileno(), 0)
-                fetched = self._copy_verified(out, entry) if copied is None else copied
-                os.fchmod(out.fileno(), entry.mode)
-                out.flush()
-                st = os.fstat(out.fileno())
+                        os.ftruncate(fd, 0)
+                        os.lseek(fd, 0, os.SEEK_SET)
+                fetched = self._copy_verified(fd, entry) if copied is None else copied
+                os.fchmod(fd, entry.mode)
+                st = os.fstat(fd)
+            finally:
+                os.close(fd)
         except BaseException as exc:
             _discard([target])
             if isinstance(exc, OSError) and not isinstance(exc, CasError):
@@ -610,7 +614,7 @@ class _Writer:
             raise
         return st, fetched
 
-    def _copy_verified(self, out: BinaryIO, entry: Entry) -> int:
+    def _copy_verified(self, fd: int, entry: Entry) -> int:
         """Write ``entry`` through Python, verifying every piece; return bytes fetched."""
         fetched = 0
         whole = Hasher() if entry.chunks else None
@@ -619,7 +623,7 @@ class _Writer:
             if data is None:
                 data = self.fetch.read(digest, where=f"{self.label}: {entry.path}")
                 fetched += len(data)
-            out.write(data)
+            _write_all(fd, data)
             self.progress.advance(0, len(data))
             if whole is not None:
                 whole.update(data)
@@ -798,6 +802,13 @@ def _coalesce(sources: list[tuple[str, int, int, bool]]) -> list[tuple[str, int,
                 continue
         merged.append((path, start, size, local))
     return merged
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """``os.write`` until all of ``data`` is written (a write may take only part)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def _discard(temps: Iterable[str]) -> None:
