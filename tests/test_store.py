@@ -187,17 +187,15 @@ def test_unchanged_files_are_not_read_again(store, tmp_path, monkeypatch):
     for i in range(20):
         os.utime(src / f"f{i}", ns=(1_000_000_000, 1_000_000_000))
     store.snapshot("w", "p", src)  # records the aged stats
+    (src / "f0").write_text("changed")
     opened = []
-    real_open = open
+    real_open = os.open
 
     def spy(file, *args, **kwargs):
         opened.append(str(file))
         return real_open(file, *args, **kwargs)
 
-    import builtins
-
-    monkeypatch.setattr(builtins, "open", spy)
-    (src / "f0").write_text("changed")
+    monkeypatch.setattr(os, "open", spy)
     store.snapshot("w", "p", src)
     monkeypatch.undo()
     reads = [p for p in opened if p.startswith(str(src))]
