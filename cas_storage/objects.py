@@ -380,6 +380,45 @@ class _Run(NamedTuple):
     last: int
 
 
+def _plan_runs(
+    index: PackIndex, wanted: list[tuple[str, int]]
+) -> tuple[list[_Run], list[int], list[tuple[int, int]]]:
+    """Group ``wanted`` into reads: neighbours in a pack (or apart by the padding that
+    aligns a file's chunks) share one read of at most ``RUN_BYTES``; anything else is
+    a read of its own. Returns the runs, each position's run, and each position's
+    (offset, size) in its run. The open run is kept in locals: building a tuple per
+    object cost half as much as the reads of a 20,000-file checkout.
+    """
+    runs: list[_Run] = []
+    run_of: list[int] = []
+    slices: list[tuple[int, int]] = []
+    pack: str | None = None  # the open run: pack, start, end and first position
+    start = end = first = 0
+    for position, (digest, size) in enumerate(wanted):
+        where = index.get(digest)
+        if where is not None and pack is not None and where.pack == pack:
+            offset = where.offset
+            if 0 <= offset - end < packs.ALIGN and offset + where.size - start <= RUN_BYTES:
+                end = offset + where.size
+                slices.append((offset - start, where.size))
+                run_of.append(len(runs))
+                continue
+        if pack is not None:
+            runs.append(_Run(pack, start, end - start, first, position - 1))
+            pack = None
+        if where is None:
+            slices.append((0, size))
+            run_of.append(len(runs))
+            runs.append(_Run(None, 0, size, position, position))
+            continue
+        pack, start, end, first = where.pack, where.offset, where.offset + where.size, position
+        slices.append((0, where.size))
+        run_of.append(len(runs))
+    if pack is not None:
+        runs.append(_Run(pack, start, end - start, first, len(wanted) - 1))
+    return runs, run_of, slices
+
+
 class _WhenAsked:
     """A fetch made when its result is first asked for: a read-ahead without threads."""
 
@@ -415,9 +454,6 @@ class ReadAhead:
     ) -> None:
         self.objects = objects
         self._digests = [digest for digest, _ in wanted]
-        self._runs: list[_Run] = []
-        self._run_of: list[int] = []  # position -> its run
-        self._slices: list[tuple[int, int]] = []  # position -> (offset, size) in its run
         index = objects.pack_index()
         if sum(1 for digest, _ in wanted if digest not in index) >= packs.PACK_MIN_OBJECTS:
             # So many objects unknown to the index are not all loose (fewer than
@@ -425,28 +461,7 @@ class ReadAhead:
             # writer, a batch of our own, gc. Without this reload, each would be read
             # by itself: one request per chunk of a new checkpoint on S3.
             index = objects.refresh_packs()
-        for position, (digest, size) in enumerate(wanted):
-            where = index.get(digest)
-            last = self._runs[-1] if self._runs else None
-            if (
-                where is not None
-                and last is not None
-                and last.pack == where.pack
-                # Neighbours, or apart by the padding that aligns a file's chunks.
-                and 0 <= where.offset - (last.start + last.size) < packs.ALIGN
-                and where.offset + where.size - last.start <= RUN_BYTES
-            ):
-                self._runs[-1] = last._replace(
-                    size=where.offset + where.size - last.start, last=position
-                )
-                self._slices.append((where.offset - last.start, where.size))
-            elif where is not None:
-                self._runs.append(_Run(where.pack, where.offset, where.size, position, position))
-                self._slices.append((0, where.size))
-            else:
-                self._runs.append(_Run(None, 0, size, position, position))
-                self._slices.append((0, size))
-            self._run_of.append(len(self._runs) - 1)
+        self._runs, self._run_of, self._slices = _plan_runs(index, wanted)
         self._budget = _Budget(BATCH_BYTES)
         self._pool: ThreadPoolExecutor | None = None
         if concurrency:
@@ -481,19 +496,30 @@ class ReadAhead:
             return None  # read directly when asked for: reported with the reader's wording
 
     def read(self, digest: str, verify: bool = True, where: str = "") -> bytes:
-        fetching = self._next < len(self._runs)
-        planned = self._runs[self._next].first if fetching else len(self._digests)
-        position = next((p for p in range(self._done, planned) if self._digests[p] == digest), None)
+        done = self._done
+        if (
+            done < len(self._digests)
+            and self._digests[done] == digest
+            and self._run_of[done] < self._next  # its run is fetched (or being fetched)
+        ):
+            position: int | None = done  # the next one planned: what a checkout asks for
+        else:
+            fetching = self._next < len(self._runs)
+            planned = self._runs[self._next].first if fetching else len(self._digests)
+            position = next((p for p in range(done, planned) if self._digests[p] == digest), None)
         if position is None:
             return self.objects.read(digest, verify, where)
         run = self._run_of[position]
-        for skipped in range(self._run_of[self._done], run):
+        first_run = self._run_of[done]
+        for skipped in range(first_run, run):
             self._release(skipped)
         data = self._fetches[run].result()
         self._done = position + 1
         if position == self._runs[run].last:
             self._release(run)
-        self._fill()
+            self._fill()  # budget freed: fetch further ahead
+        elif run > first_run:
+            self._fill()
         if data is None:
             return self.objects.read(digest, verify, where)
         if self._runs[run].pack is not None:

@@ -351,3 +351,54 @@ def test_neighbours_apart_by_alignment_padding_are_read_in_one_read(tmp_path):
     finally:
         LocalObjects.read_range = original
     assert len(reads) == 1
+
+
+def test_read_ahead_serves_any_reading_pattern_with_the_right_bytes(tmp_path, monkeypatch):
+    """Whatever a reader does with the planned order — reads each, skips some, reads
+    a digest twice or one that was never planned — every read returns that digest's
+    bytes, with a window small enough that runs are fetched and released throughout,
+    on threads (concurrency 2) and without (0)."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from cas_storage import objects as objects_module
+    from cas_storage.objects import ReadAhead
+
+    store = Store.open(tmp_path / ".cas", state=str(tmp_path / "s.db"))
+    store.snapshot(W, P, write_tree(tmp_path / "a", _files(40, "a")))  # packed
+    store.snapshot(W, "loose", write_tree(tmp_path / "b", _files(3, "b")))  # loose objects
+    content = {}
+    for path in (P, "loose"):
+        manifest = store.manifest(store.latest(W, path))
+        for entry in manifest.files:
+            content[entry.digest] = store.objects.read(entry.digest)
+    digests = sorted(content)
+    assert len(store.objects.refresh_packs()) >= 40 and len(digests) == 43
+    monkeypatch.setattr(objects_module, "BATCH_BYTES", 10_000)  # ~3 objects ahead
+    monkeypatch.setattr(objects_module, "RUN_BYTES", 7_000)  # runs of ~2 neighbours
+
+    @settings(max_examples=150, deadline=None)
+    @given(
+        wanted=st.lists(st.sampled_from(digests), max_size=60),
+        steps=st.lists(st.sampled_from(["read", "skip", "stray"]), max_size=60),
+        strays=st.lists(st.sampled_from(digests), min_size=1),
+        concurrency=st.sampled_from([0, 2]),
+    )
+    def check(wanted, steps, strays, concurrency):
+        plan = [(d, len(content[d])) for d in wanted]
+        with ReadAhead(store.objects, plan, concurrency) as ahead:
+            position = 0
+            for i, step in enumerate(steps):
+                if step == "stray":  # not the next planned one: later, earlier or unplanned
+                    digest = strays[i % len(strays)]
+                elif position < len(wanted):
+                    digest = wanted[position]
+                    position += 1
+                    if step == "skip":
+                        continue
+                else:
+                    break
+                assert ahead.read(digest) == content[digest]
+
+    check()
+    store.close()
