@@ -593,8 +593,9 @@ class _Writer:
         try:
             # Read-write: the kernel-copy path re-reads what it wrote to verify it.
             # Unbuffered: pieces are written whole, and a buffered file object per file
-            # cost a tenth of a 20,000-file get.
-            fd = os.open(target, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+            # cost a tenth of a 20,000-file get. Created with its mode (the staging
+            # folder is private): under the usual umask no chmod is needed.
+            fd = os.open(target, os.O_RDWR | os.O_CREAT | os.O_EXCL, entry.mode)
             try:
                 copied = None
                 if entry.size >= KERNEL_COPY_MIN and isinstance(self.objects, LocalObjects):
@@ -603,8 +604,10 @@ class _Writer:
                         os.ftruncate(fd, 0)
                         os.lseek(fd, 0, os.SEEK_SET)
                 fetched = self._copy_verified(fd, entry) if copied is None else copied
-                os.fchmod(fd, entry.mode)
                 st = os.fstat(fd)
+                if stat.S_IMODE(st.st_mode) != entry.mode:  # the umask took some bits
+                    os.fchmod(fd, entry.mode)
+                    st = os.fstat(fd)
             finally:
                 os.close(fd)
         except BaseException as exc:

@@ -64,6 +64,32 @@ def test_round_trip_of_any_tree(tmp_path, tree):
     shutil.rmtree(work)
 
 
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o000])
+def test_checked_out_files_have_their_stored_modes_whatever_the_umask(store, tmp_path, umask):
+    """Files are created with their mode and chmod-ed only when the umask took bits."""
+    modes = {"rw": 0o644, "x": 0o755, "private": 0o600, "ro": 0o444, "all": 0o666}
+    src = tmp_path / "src"
+    src.mkdir()
+    for name, mode in modes.items():
+        (src / name).write_text(name)
+        os.chmod(src / name, mode)
+    store.snapshot("w", "p", src)
+    (src / "ro").chmod(0o644)
+    (src / "ro").write_text("changed")  # an update stages the file it writes anew
+    (src / "ro").chmod(0o444)
+    before = os.umask(umask)
+    try:
+        store.checkout("w", "p", tmp_path / "dst", version=1)
+        got = {f.name: stat.S_IMODE(f.stat().st_mode) for f in (tmp_path / "dst").iterdir()}
+        assert got == modes
+        store.snapshot("w", "p", src)
+        store.checkout("w", "p", tmp_path / "dst", overwrite=True)
+    finally:
+        os.umask(before)
+    assert describe(tmp_path / "dst") == describe(src)
+    assert (tmp_path / "dst" / "ro").read_text() == "changed"
+
+
 def test_versions_advance_only_on_change(store, tmp_path):
     src = write_tree(tmp_path / "src", {"a.txt": "one", "sub/b.bin": b"\x00" * 100})
     v1 = store.snapshot("root.train", "outputs", src)
