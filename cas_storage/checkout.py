@@ -594,7 +594,7 @@ class _Writer:
             # Read-write: the kernel-copy path re-reads what it wrote to verify it.
             # Unbuffered: pieces are written whole, and a buffered file object per file
             # cost a tenth of a 20,000-file get. Created with its mode (the staging
-            # folder is private): under the usual umask no chmod is needed.
+            # folder is private): under the usual umask a small file needs no chmod.
             fd = os.open(target, os.O_RDWR | os.O_CREAT | os.O_EXCL, entry.mode)
             try:
                 copied = None
@@ -605,7 +605,12 @@ class _Writer:
                         os.lseek(fd, 0, os.SEEK_SET)
                 fetched = self._copy_verified(fd, entry) if copied is None else copied
                 st = os.fstat(fd)
-                if stat.S_IMODE(st.st_mode) != entry.mode:  # the umask took some bits
+                # A chmod after the last write moves the ctime past the mtime (the fstat
+                # before it makes Linux >= 6.13 stamp it finely), and then the stat cache
+                # believes the record at once (``Known.matches``): the next checkout does
+                # not re-hash a large file written moments ago. A small one costs less to
+                # re-hash than a chmod each, so it gets one only if the umask took bits.
+                if entry.size >= KERNEL_COPY_MIN or stat.S_IMODE(st.st_mode) != entry.mode:
                     os.fchmod(fd, entry.mode)
                     st = os.fstat(fd)
             finally:

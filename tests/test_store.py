@@ -10,7 +10,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cas_storage import Store
+from cas_storage import checkout as checkout_module
 from cas_storage.errors import CorruptObject, UnknownVersion
+from cas_storage.kernelcopy import KERNEL_COPY_MIN
 
 FILE_MODES = [0o644, 0o600, 0o755, 0o444, 0o700, 0o640]
 names = st.text(
@@ -88,6 +90,23 @@ def test_checked_out_files_have_their_stored_modes_whatever_the_umask(store, tmp
         os.umask(before)
     assert describe(tmp_path / "dst") == describe(src)
     assert (tmp_path / "dst" / "ro").read_text() == "changed"
+
+
+def test_a_large_file_just_checked_out_is_not_hashed_again(store, tmp_path, monkeypatch):
+    """The next checkout believes the stat cache about a large file a checkout wrote
+    moments ago (inside the racy window): its ctime is past its mtime."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "big.bin").write_bytes(os.urandom(KERNEL_COPY_MIN + 4096))
+    (src / "small.txt").write_text("small")
+    store.snapshot("w", "p", src)
+    dst = tmp_path / "dst"
+    store.checkout("w", "p", dst)
+    hashed = []
+    real = checkout_module.digest_file
+    monkeypatch.setattr(checkout_module, "digest_file", lambda p: hashed.append(p) or real(p))
+    assert store.checkout("w", "p", dst, overwrite=True).files_transferred == 0
+    assert str(dst / "big.bin") not in hashed
 
 
 def test_versions_advance_only_on_change(store, tmp_path):
