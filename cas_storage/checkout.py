@@ -593,8 +593,8 @@ class _Writer:
         try:
             # Read-write: the kernel-copy path re-reads what it wrote to verify it.
             # Unbuffered: pieces are written whole, and a buffered file object per file
-            # cost a tenth of a 20,000-file get. Created with its mode (the staging
-            # folder is private): under the usual umask a small file needs no chmod.
+            # cost a tenth of a 20,000-file get. Created with its mode: the staging
+            # folder is private.
             fd = os.open(target, os.O_RDWR | os.O_CREAT | os.O_EXCL, entry.mode)
             try:
                 copied = None
