@@ -8,9 +8,12 @@ Files of at most ``THRESHOLD`` bytes are stored whole.
 from __future__ import annotations
 
 import functools
+import io
+import os
 import queue
+import sys
 import threading
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from importlib.util import find_spec
 from typing import Any, BinaryIO
 
@@ -34,12 +37,15 @@ def _fastcdc() -> Any:
     return FastCDC
 
 
-#: Bytes read at once. A cut needs ``MAX_SIZE`` bytes after the chunk's start (or the
-#: end of the file), so the unread tail is moved once per window, not once per chunk.
+#: Bytes each cutter reads and cuts at once (its window), plus ``MAX_SIZE`` more: a cut
+#: needs ``MAX_SIZE`` bytes after the chunk's start (or the end of the stream).
 WINDOW = 16 * 2**20
-#: Windows in memory at once: the caller's, the one read ahead, and one more so the
-#: reader need not wait for the caller to finish (48 MiB, whatever the file's size).
-BUFFERS = 3
+#: Threads cutting windows of one stream side by side. FastCDC is a C loop that
+#: releases the GIL, so two cutters and the caller's hashing share both cores.
+CUTTERS = 2
+#: Windows in memory at once: the caller's, and one being cut by each cutter
+#: (54 MiB, whatever the file's size).
+BUFFERS = CUTTERS + 1
 
 
 class Chunker:
@@ -51,30 +57,55 @@ class Chunker:
         self._spare: list[bytearray] = []
 
     def chunks(self, stream: BinaryIO) -> Generator[memoryview, None, None]:
-        """Split what is left of ``stream``; each view is valid until the next one (or
-        the next stream this chunker cuts).
+        """Split what is left of the seekable ``stream``; each view is valid until the
+        next one (or the next stream this chunker cuts). At the end, ``stream`` stands
+        after what was cut.
 
         The cut points are FastCDC's over the whole stream (pyfastcdc's ``cut_stream``
-        gives the same), found window by window: pyfastcdc's stream reader moves up to
-        ``MAX_SIZE`` bytes after every chunk, which cost more than the cutting. A thread
-        reads and cuts the next windows while the caller hashes and stores this one:
-        the read, the cut and the hash are C loops that release the GIL, so a large
-        file is taken in on two cores. Close the generator (``contextlib.closing``)
-        when leaving it early: that stops the thread before ``stream`` is closed.
+        gives the same). A stream longer than one window is cut by ``CUTTERS`` threads,
+        each reading (``pread``) and cutting whole windows in turn while the caller
+        hashes and stores the chunks. A window's cuts start at the window's first
+        byte, which is seldom a true cut point; but FastCDC cuts the same from any
+        point it shares with the true cuts, and it falls into step within a chunk or
+        two. So the caller cuts from the true start, one chunk at a time, until it meets
+        one of the window's cut points, and takes the window's cuts from there on (see
+        ``_in_step``). Close the generator (``contextlib.closing``) when leaving it
+        early: that stops the threads before ``stream`` is closed.
         """
         fastcdc = _fastcdc()
         if fastcdc is None:
             while block := stream.read(AVG_SIZE):
                 yield memoryview(block)
             return
-        cutter = fastcdc(AVG_SIZE, min_size=MIN_SIZE, max_size=MAX_SIZE)
-        buffers = self._spare or [bytearray(self.window) for _ in range(BUFFERS)]
+        base = stream.tell()
+        left = stream.seek(0, os.SEEK_END) - base
+        stream.seek(base)
+
+        def cutter() -> Any:
+            return fastcdc(AVG_SIZE, min_size=MIN_SIZE, max_size=MAX_SIZE)
+
+        size = self.window + MAX_SIZE
+        buffers = self._spare or [bytearray(size) for _ in range(BUFFERS)]
         self._spare = []
-        windows = _Windows(stream, cutter, buffers)
+        # A stream of one window is cut on the caller's thread: no thread to start.
+        cutters = [cutter() for _ in range(CUTTERS)] if left > self.window else []
+        windows = _Windows(_positional_reader(stream), base, self.window, buffers, cutters)
+        mine = cutter()
+        at, consumed, k = 0, 0, 0  # the next chunk starts at ``at`` in window ``k``
         try:
-            for view, cuts in windows:
-                for start, length in cuts:
+            while True:
+                buf, have, end, cuts = windows.get(k, mine)
+                view = memoryview(buf)[:have]
+                for start, length in _in_step(mine, view, at, end, self.window, cuts):
                     yield view[start : start + length]
+                    at = start + length
+                    consumed += length
+                windows.release(buf)
+                if end:
+                    break
+                at -= self.window
+                k += 1
+            stream.seek(base + consumed)
         finally:
             windows.close()
             self._spare = buffers
@@ -91,75 +122,141 @@ def chunks(stream: BinaryIO, window: int = WINDOW) -> Generator[memoryview, None
 
 
 _Cuts = list[tuple[int, int]]
+#: A cut window: its buffer, the bytes read into it, whether the stream ends in it,
+#: and its cuts (offset, length) that start before the next window does.
+_Window = tuple[bytearray, int, bool, _Cuts]
+
+
+def _in_step(
+    cutter: Any, view: memoryview, at: int, end: bool, window: int, cuts: _Cuts
+) -> Iterator[tuple[int, int]]:
+    """The true chunks of a window from ``at``, a true cut point: cut one at a time
+    until ``at`` is one of the window's own cut points, then the window's cuts from
+    there (FastCDC's cut from a point depends only on the ``MAX_SIZE`` bytes after
+    it). Chunks starting at or after ``window`` belong to the next window, unless
+    the stream ends in this one."""
+    starts = {start: i for i, (start, _) in enumerate(cuts)}
+    while at < len(view) and (end or at < window):
+        i = starts.get(at)
+        if i is not None:
+            yield from cuts[i:]
+            return
+        length = next(iter(cutter.cut_buf(view[at : at + MAX_SIZE]))).length
+        yield at, length
+        at += length
+
+
+def _positional_reader(stream: BinaryIO) -> Callable[[memoryview, int], int]:
+    """``read_at(view, offset)``: fill ``view`` with the stream's bytes from ``offset``
+    and return how many there were. A real file is read with ``preadv`` (threads read
+    it at once, and its position is left alone); any other stream seeks and reads
+    under a lock."""
+    if isinstance(stream, (io.BufferedReader, io.BufferedRandom, io.FileIO)):
+        fd = stream.fileno()
+
+        def read_at(view: memoryview, offset: int) -> int:
+            have = 0
+            while have < len(view) and (n := os.preadv(fd, [view[have:]], offset + have)):
+                have += n
+            return have
+
+        return read_at
+    lock = threading.Lock()
+
+    def read_at_locked(view: memoryview, offset: int) -> int:
+        have = 0
+        with lock:
+            stream.seek(offset)
+            while have < len(view) and (n := stream.readinto(view[have:])):  # type: ignore[attr-defined]
+                have += n
+        return have
+
+    return read_at_locked
 
 
 class _Windows:
-    """The windows of a stream with their cut points, read and cut on a thread of its
-    own; the buffers circulate between that thread and the iterating one."""
+    """Window ``k`` of a stream is its bytes from ``base + k * window``, ``MAX_SIZE``
+    more than a window, with its cuts. Cutter threads take a free buffer, then claim
+    the next window, read and cut it; with no cutters, ``get`` does it inline."""
 
-    def __init__(self, stream: BinaryIO, cutter: Any, buffers: list[bytearray]) -> None:
+    def __init__(
+        self,
+        read_at: Callable[[memoryview, int], int],
+        base: int,
+        window: int,
+        buffers: list[bytearray],
+        cutters: list[Any],
+    ) -> None:
+        self._read_at, self._base, self._window = read_at, base, window
         self._free: queue.SimpleQueue[bytearray | None] = queue.SimpleQueue()
         for buf in buffers:
             self._free.put(buf)
-        # Unbounded, yet never longer than BUFFERS: each entry holds a buffer.
-        self._ready: queue.SimpleQueue[tuple[bytearray, _Cuts] | BaseException | None] = (
-            queue.SimpleQueue()
-        )
+        self._done = threading.Condition()
+        self._ready: dict[int, _Window | BaseException] = {}
+        self._next = 0  # the next window to claim
+        self._last = sys.maxsize  # the window the stream ends in, once one is cut
         self._stop = False
-        self._thread = threading.Thread(
-            target=self._read, args=(stream, cutter), name="cas-chunk", daemon=True
-        )
-        self._thread.start()
+        # A cutter takes a buffer *before* claiming a window, so the windows claimed
+        # are always the earliest ones and the one the caller waits for has a buffer.
+        self._threads = [
+            threading.Thread(target=self._cut_in_turn, args=(c,), name="cas-cut", daemon=True)
+            for c in cutters
+        ]
+        for thread in self._threads:
+            thread.start()
 
-    def __iter__(self) -> Iterator[tuple[memoryview, _Cuts]]:
-        held: bytearray | None = None
-        while True:
-            item = self._ready.get()
-            if held is not None:
-                self._free.put(held)  # asking for the next window ends use of the last
-                held = None
-            if item is None:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            held, cuts = item
-            yield memoryview(held), cuts
+    def get(self, k: int, cutter: Any) -> _Window:
+        """Window ``k``, waiting for it to be cut; the caller releases its buffer."""
+        if not self._threads:
+            buf = self._free.get()
+            assert buf is not None
+            return self._cut(cutter, k, buf)
+        with self._done:
+            while k not in self._ready:
+                self._done.wait()
+            item = self._ready.pop(k)
+        if isinstance(item, BaseException):
+            raise item
+        return item
 
-    def _read(self, stream: BinaryIO, cutter: Any) -> None:
-        try:
-            last, rest, eof = memoryview(b""), 0, False
-            while (buf := self._free.get()) is not None and not self._stop:
-                view = memoryview(buf)
-                # The uncut tail of the last window starts this one. The caller still
-                # holds that window but reads only what was cut, never its tail.
-                view[:rest] = last[len(last) - rest :]
-                have = rest
-                while not eof and have < len(buf):
-                    n = stream.readinto(view[have:])  # type: ignore[attr-defined]
-                    if not n:
-                        eof = True
-                    else:
-                        have += n
-                if have == 0:
-                    break
-                cuts: _Cuts = []
-                rest = 0
-                for chunk in cutter.cut_buf(view[:have]):
-                    if not eof and have - chunk.offset < MAX_SIZE:
-                        rest = have - chunk.offset  # too little after it to know its end
-                        break
-                    cuts.append((chunk.offset, chunk.length))
-                last = view[:have]
-                self._ready.put((buf, cuts))
-                if eof:
-                    break
-        except BaseException as exc:  # handed to the iterating thread
-            self._ready.put(exc)
-            return
-        self._ready.put(None)
+    def release(self, buf: bytearray) -> None:
+        self._free.put(buf)
+
+    def _cut(self, cutter: Any, k: int, buf: bytearray) -> _Window:
+        view = memoryview(buf)
+        have = self._read_at(view, self._base + k * self._window)
+        end = have < len(buf)
+        cuts: _Cuts = []
+        for chunk in cutter.cut_buf(view[:have]):
+            if not end and chunk.offset >= self._window:
+                break  # the next window's to cut; too few bytes here to know its end
+            cuts.append((chunk.offset, chunk.length))
+        return buf, have, end, cuts
+
+    def _cut_in_turn(self, cutter: Any) -> None:
+        while (buf := self._free.get()) is not None:
+            with self._done:
+                if self._stop or self._next > self._last:
+                    self._free.put(buf)
+                    return
+                k = self._next
+                self._next += 1
+            item: _Window | BaseException
+            try:
+                item = self._cut(cutter, k, buf)
+            except BaseException as exc:  # handed to the caller when it gets to window k
+                item = exc
+            with self._done:
+                self._ready[k] = item
+                if isinstance(item, BaseException) or item[2]:
+                    self._last = min(self._last, k)
+                self._done.notify_all()
 
     def close(self) -> None:
-        """Stop reading ahead and wait for the thread, so the stream is free again."""
-        self._stop = True
-        self._free.put(None)  # wakes a reader waiting for a buffer
-        self._thread.join()
+        """Stop cutting ahead and wait for the threads, so the stream is free again."""
+        with self._done:
+            self._stop = True
+        for _ in self._threads:
+            self._free.put(None)  # wakes a cutter waiting for a buffer
+        for thread in self._threads:
+            thread.join()

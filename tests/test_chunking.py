@@ -6,7 +6,7 @@ import random
 
 import pytest
 from conftest import read_tree
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from cas_storage import chunking
@@ -165,3 +165,43 @@ def test_leaving_early_stops_the_reading_thread_before_the_stream_is_closed():
     stream.close()  # the thread has stopped: nothing reads after this
     assert threading.active_count() == before
     assert position < len(data)  # it did not read the whole stream ahead
+
+
+def _fastcdc_cuts(data: bytes) -> list[bytes]:
+    """The cut of ``data`` in one pass, as pyfastcdc's own stream reader makes it."""
+    from pyfastcdc.cy import FastCDC
+
+    reference = FastCDC(chunking.AVG_SIZE, min_size=chunking.MIN_SIZE, max_size=chunking.MAX_SIZE)
+    return [bytes(c.data) for c in reference.cut_stream(io.BytesIO(data))]
+
+
+@settings(max_examples=10, deadline=None)
+@given(
+    head=st.integers(min_value=0, max_value=2 * MiB),
+    period=st.integers(min_value=1000, max_value=3 * MiB),
+    size=st.integers(min_value=5 * MiB, max_value=16 * MiB),
+    seed=st.integers(min_value=0, max_value=2**32),
+)
+# Found by hypothesis: content repeating every 300,000 bytes keeps three windows out
+# of step with the true cuts, so the caller cuts them itself to their end.
+@example(head=606488, period=300000, size=14 * MiB, seed=1)
+def test_cuts_of_repeating_content_are_fastcdcs_too(head, period, size, seed):
+    """Repeating content (a checkpoint of identical tensors) can keep a window's cuts
+    from ever meeting the true ones: those are still exactly the one-pass cuts."""
+    rng = random.Random(seed)
+    unit = rng.randbytes(period)
+    data = (rng.randbytes(head) + unit * (size // period + 1))[:size]
+    assert [bytes(c) for c in chunking.chunks(io.BytesIO(data), 4 * MiB)] == _fastcdc_cuts(data)
+
+
+def test_a_file_is_cut_by_positional_reads_from_where_its_stream_stands(tmp_path):
+    """A real file is read with ``pread`` by several threads: the cut starts where
+    the stream stands and leaves it after the last byte."""
+    data = random.Random(9).randbytes(23 * MiB)
+    path = tmp_path / "big.bin"
+    path.write_bytes(data)
+    with open(path, "rb") as stream:
+        stream.seek(1000)
+        cut = [bytes(c) for c in chunking.chunks(stream, 4 * MiB)]
+        assert stream.tell() == len(data)
+    assert cut == _fastcdc_cuts(data[1000:])
