@@ -9,6 +9,7 @@ file that vanished during the walk, and every recorded version checks out.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -65,3 +66,37 @@ def test_snapshots_of_a_churning_folder_never_crash(tmp_path):
         files = read_files(out)
         assert len(files) == v.files
         assert sum(len(b) for b in files.values()) == v.bytes
+
+
+def test_a_large_file_rewritten_between_two_window_reads_is_read_again(tmp_path, monkeypatch):
+    """The chunker's threads read a large file window by window, at different
+    moments. A rewrite between two reads (same size, so only the mtime tells) must
+    not record the first windows' old bytes joined to the new: the snapshot sees
+    the change and reads the file again."""
+    from cas_storage import chunking
+
+    size = 3 * chunking.WINDOW + 12345
+    src = tmp_path / "src"
+    src.mkdir()
+    big = src / "big.bin"
+    big.write_bytes(b"\x01" * size)
+    old = big.stat().st_mtime_ns - 10 * 10**9
+    os.utime(big, ns=(old, old))  # settled long ago: read at once, and any rewrite shows
+
+    real_cut = chunking._Windows._cut
+    rewritten = []
+
+    def cut_after_a_rewrite(self, cutter, k, buf):
+        if k == 2 and not rewritten:  # windows 0 and 1 are read: rewrite under the reader
+            rewritten.append(k)
+            with open(big, "r+b") as out:
+                out.write(b"\x02" * size)
+        return real_cut(self, cutter, k, buf)
+
+    monkeypatch.setattr(chunking._Windows, "_cut", cut_after_a_rewrite)
+    store = Store.open(tmp_path / ".cas", state=str(tmp_path / "s.db"))
+    store.snapshot("w", "p", src)
+    assert rewritten
+    store.checkout("w", "p", tmp_path / "out")
+    assert (tmp_path / "out" / "big.bin").read_bytes() == b"\x02" * size
+    assert store.verify() == []
