@@ -87,8 +87,8 @@ class Chunker:
         size = self.window + MAX_SIZE
         buffers = self._spare or [bytearray(size) for _ in range(BUFFERS)]
         self._spare = []
-        # A stream of one window is cut on the caller's thread: no thread to start.
-        cutters = [cutter() for _ in range(CUTTERS)] if left > self.window else []
+        # A stream that fits one buffer is cut on the caller's thread: no thread to start.
+        cutters = [cutter() for _ in range(CUTTERS)] if left >= size else []
         windows = _Windows(_positional_reader(stream), base, self.window, buffers, cutters)
         mine = cutter()
         at, consumed, k = 0, 0, 0  # the next chunk starts at ``at`` in window ``k``

@@ -205,3 +205,21 @@ def test_a_file_is_cut_by_positional_reads_from_where_its_stream_stands(tmp_path
         cut = [bytes(c) for c in chunking.chunks(stream, 4 * MiB)]
         assert stream.tell() == len(data)
     assert cut == _fastcdc_cuts(data[1000:])
+
+
+W, M = 4 * MiB, chunking.MAX_SIZE  # a window and the bytes a cut may need past it
+
+
+@pytest.mark.parametrize(
+    "size",
+    [
+        W + M - 1,  # fits one buffer: cut inline
+        W + M,  # fills it exactly: window 1 holds only the last M bytes
+        W + M + 1,
+        2 * W,  # ends where window 2 starts
+        2 * W + M + 1,
+    ],
+)
+def test_streams_ending_at_a_window_edge_are_cut_in_one_pass(size):
+    data = random.Random(size).randbytes(size)
+    assert [bytes(c) for c in chunking.chunks(io.BytesIO(data), W)] == _fastcdc_cuts(data)
