@@ -41,11 +41,11 @@ from .catalog import Catalog
 from .errors import CasError, CorruptObject, InvalidManifest
 from .hashing import Hasher, digest_bytes, digest_file
 from .kernelcopy import KERNEL_COPY_MIN
-from .localstate import Known, KnownFiles, LocalState, known_from_stat
+from .localstate import Known, KnownFiles, LocalState, identity, known_from_stat
 from .manifest import DIR, FILE, SYMLINK, Entry, Manifest
 from .objects import LocalObjects, ObjectStore, ReadAhead
 from .progress import Progress
-from .tree import LOCK_SUFFIX, STAGING_MARK, kind, paused_gc, walk
+from .tree import LOCK_SUFFIX, STAGING_MARK, is_ours, kind, paused_gc, walk
 
 #: Neighbouring pieces of one file are copied by one kernel copy of at most this size.
 COPY_RUN = 4 * 2**20
@@ -215,11 +215,65 @@ def in_place(
     with dest_lock(dest):
         remove_leftovers(dest)
         known = state.under(dest)
-        writer = _Writer(objects, known, label, progress, manifest.size)
         with paused_gc():  # as for every checkout: 100k files, no cycles to find
+            if held_as_recorded(dest, manifest, known):
+                if progress is not None:
+                    progress.start(total_bytes=manifest.size)
+                return GetResult(v.number, 0, 0)  # every file as recorded: nothing to learn
+            writer = _Writer(objects, known, label, progress, manifest.size)
             same = plan(dest, manifest, writer).changes_nothing()
         state.record_tree(dest, known, writer.kept, writer.learned)
     return GetResult(v.number, 0, 0) if same else None
+
+
+def held_as_recorded(dest: str, manifest: Manifest, known: KnownFiles) -> bool:
+    """Whether folder ``dest`` holds ``manifest`` exactly, by its stat-cache record alone.
+
+    True when every file has the stat its record vouches for (``KnownFiles.identities``:
+    the entry's digest and mode), every folder its mode, every link its target, and
+    nothing else is there. ``plan`` would then change nothing and learn nothing; this
+    decides it with one ``lstat`` and one tuple comparison per file, about half the cost
+    of a plan (whose walk keeps every stat). False means only "cannot tell this way":
+    a file not vouched for, an error, a difference, which ``plan`` then sorts out.
+    """
+    if manifest.kind != DIR or known.root != dest:
+        return False
+    files = known.identities(dest, manifest.files)
+    if files is None:
+        return False
+    folders = {e.path: stat.S_IFDIR | e.mode for e in manifest.entries if e.type == DIR}
+    links = {e.path: e.target for e in manifest.entries if e.type == SYMLINK}
+    seen = 0
+    pending = [("", dest)]
+    try:
+        while pending:
+            rel_dir, abs_dir = pending.pop()
+            # By descriptor: each lstat then resolves one name, not the whole path.
+            fd = os.open(abs_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+            try:
+                for name in os.listdir(fd):
+                    if name[0] == "." and is_ours(name):
+                        continue  # a nested checkout's lock or staging, as ``walk`` skips
+                    rel = f"{rel_dir}/{name}" if rel_dir else name
+                    st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                    want = files.get(rel)
+                    if want is not None:
+                        if identity(st) != want:
+                            return False
+                    elif rel in folders:
+                        if st.st_mode != folders[rel]:
+                            return False
+                        pending.append((rel, f"{abs_dir}/{name}"))
+                    elif rel not in links or not (
+                        stat.S_ISLNK(st.st_mode) and os.readlink(name, dir_fd=fd) == links[rel]
+                    ):
+                        return False  # not in the manifest, or not the link it names
+                    seen += 1
+            finally:
+                os.close(fd)
+    except OSError:
+        return False
+    return seen == len(files) + len(folders) + len(links)
 
 
 def _label(work: str, path: str, inner: str, number: int) -> str:

@@ -22,6 +22,7 @@ import contextlib
 import json
 import os
 import sqlite3
+import stat
 import struct
 import threading
 import time
@@ -29,10 +30,13 @@ import warnings
 from array import array
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .hashing import DIGEST_LENGTH, digest_bytes
 from .tree import paused_gc
+
+if TYPE_CHECKING:
+    from .manifest import Entry
 
 BUSY_TIMEOUT_MS = 60_000
 #: As bytes whatever was stored: a damaged body stored as text must not fail the query.
@@ -92,6 +96,12 @@ class Known(NamedTuple):
         """Same file and stat as recorded. Without ``matches``' racy-window check, so
         only good as a hint for content that is verified when used."""
         return _same_file(self.dev, self.ino, self.size, self.mtime_ns, self.ctime_ns, st)
+
+
+def identity(st: os.stat_result) -> tuple[int, int, int, int, int, int]:
+    """What ``KnownFiles.identities`` compares of a file's stat: its mode (type and
+    permissions), then ``_same_file``'s device, inode, size, mtime and ctime."""
+    return (st.st_mode, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def _same_file(
@@ -187,6 +197,35 @@ class KnownFiles(Mapping[str, Known]):
             return None
         start = i * DIGEST_LENGTH
         return self._digests[start : start + DIGEST_LENGTH]
+
+    def identities(
+        self, root: str, files: Iterable[Entry]
+    ) -> dict[str, tuple[int, int, int, int, int, int]] | None:
+        """``{entry.path: identity}`` for the ``files`` of a tree at ``root``: the
+        ``identity`` of the stat each file must have for its record to vouch that it
+        holds the entry's content with the entry's mode. ``None`` when any record is
+        missing, names another digest, or could hide a write (``Known.matches``).
+
+        For a check of a whole tree against its record by one tuple comparison per
+        file: ``identity(st) == want`` is ``matching_digest(path, st) == entry.digest``
+        and the entry's mode, at a third of the cost.
+        """
+        index, digests = self._index, self._digests
+        dev, ino, size, mtime_ns, ctime_ns, recorded_ns = self._ints
+        prefix = root.rstrip("/") + "/"
+        found = {}
+        for entry in files:
+            i = index.get(prefix + entry.path)
+            if i is None:
+                return None
+            start = i * DIGEST_LENGTH
+            mtime, ctime = mtime_ns[i], ctime_ns[i]
+            if digests[start : start + DIGEST_LENGTH] != entry.digest or not _past_racy_window(
+                mtime, ctime, recorded_ns[i]
+            ):
+                return None
+            found[entry.path] = (stat.S_IFREG | entry.mode, dev[i], ino[i], size[i], mtime, ctime)
+        return found
 
     def __getitem__(self, path: str) -> Known:
         known = self.get(path)

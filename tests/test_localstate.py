@@ -166,3 +166,28 @@ def test_matching_digest_says_what_the_record_says(tmp_path):
     changed = os.lstat(f)
     assert KnownFiles.of({str(f): old}).matching_digest(str(f), changed) is None
     assert not old.matches(changed)
+
+
+def test_identities_are_given_only_for_records_that_vouch_for_each_entry():
+    from cas_storage.manifest import FILE, Entry
+
+    old = 10**18
+    now = old + 10 * RACY_NS
+    records = {
+        "/t/a": Known(2049, 1, 10, old, old, now, DIGEST_A, ()),
+        "/t/b": Known(2049, 2, 10, old, old, now, DIGEST_B, ()),
+    }
+    a, b = Entry("a", FILE, 0o644, 10, DIGEST_A), Entry("b", FILE, 0o755, 10, DIGEST_B)
+    found = KnownFiles.of(records, "/t").identities("/t", [a, b])
+    assert found == {
+        "a": (0o100644, 2049, 1, 10, old, old),
+        "b": (0o100755, 2049, 2, 10, old, old),
+    }
+    assert KnownFiles.of(records).identities("/t", [a, b._replace(digest=DIGEST_C)]) is None
+    assert KnownFiles.of(records).identities("/t", [a, b._replace(path="c")]) is None
+    # Written within the racy window of its record: another write may hide in its tick.
+    racy = {**records, "/t/b": records["/t/b"]._replace(mtime_ns=now, ctime_ns=now)}
+    assert KnownFiles.of(racy).identities("/t", [a, b]) is None
+    # ... unless a later change of metadata alone (ctime past mtime) closed that tick.
+    renamed = {**records, "/t/b": records["/t/b"]._replace(mtime_ns=now, ctime_ns=now + 1)}
+    assert KnownFiles.of(renamed).identities("/t", [a, b]) is not None
