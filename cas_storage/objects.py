@@ -47,6 +47,10 @@ def _remote() -> ModuleType:
 TEMP_MARK = ".tmp-"
 #: Object temp files older than this belong to a dead writer (no write takes this long).
 STALE_TEMP_SECONDS = 3600.0
+#: A pack file's write buffer. Small objects (a 4 KiB file) go out 32 to a ``write``
+#: instead of one or two each: 20,000 of them took 0.035 s instead of 0.125 s. Chunks
+#: are larger than this, and BufferedWriter hands those to the file without a copy.
+PACK_WRITE_BUFFER = 128 * 1024
 
 
 def _check(digest: str) -> None:
@@ -621,7 +625,7 @@ class _FilePack:
         self.final = os.path.join(objects.root, *packs.pack_name(pack).split("/"))
         self.index = os.path.join(objects.root, *packs.index_name(pack).split("/"))
         self.temp = f"{self.final}{TEMP_MARK}{secrets.token_hex(6)}"
-        self.out = open(self.temp, "xb")  # noqa: SIM115 - closed in finish/abort
+        self.out = open(self.temp, "xb", buffering=PACK_WRITE_BUFFER)  # noqa: SIM115 - closed in finish/abort
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         try:
