@@ -185,6 +185,29 @@ class KnownFiles(Mapping[str, Known]):
         ``get(path).matches(st)`` without building the record: an unchanged re-get
         asks this of every file, and 20,000 records built cost more than the check.
         """
+        i = self._matching(path, st)
+        if i is None:
+            return None
+        start = i * DIGEST_LENGTH
+        return self._digests[start : start + DIGEST_LENGTH]
+
+    def matching(
+        self, path: str, st: os.stat_result
+    ) -> tuple[str, tuple[tuple[str, int], ...]] | None:
+        """``matching_digest`` with the recorded chunk list (``()`` for a file stored
+        whole): what an unchanged re-put needs of every file, again without a ``Known``."""
+        i = self._matching(path, st)
+        if i is None:
+            return None
+        start = i * DIGEST_LENGTH
+        chunks = self._chunks.get(i) if self._chunks else None  # only large files have one
+        return (
+            self._digests[start : start + DIGEST_LENGTH],
+            tuple((d, n) for d, n in chunks) if chunks else (),
+        )
+
+    def _matching(self, path: str, st: os.stat_result) -> int | None:
+        """The row of ``path`` if its record ``matches`` ``st``, checked in the columns."""
         i = self._index.get(path)
         if i is None:
             return None
@@ -195,8 +218,7 @@ class KnownFiles(Mapping[str, Known]):
             and _past_racy_window(mtime, ctime, recorded_ns[i])
         ):
             return None
-        start = i * DIGEST_LENGTH
-        return self._digests[start : start + DIGEST_LENGTH]
+        return i
 
     def identities(
         self, root: str, files: Iterable[Entry]

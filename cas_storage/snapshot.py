@@ -22,7 +22,6 @@ import random
 import stat
 import time
 import warnings
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import BinaryIO
@@ -31,7 +30,7 @@ from . import chunking, kernelcopy
 from .catalog import Catalog, Version
 from .errors import CasError, InvalidName, SourceChanged, VersionExists, not_found
 from .hashing import Hasher, digest_bytes
-from .localstate import Known, known_from_stat
+from .localstate import Known, KnownFiles, known_from_stat
 from .manifest import (
     DIR,
     FILE,
@@ -71,7 +70,7 @@ class Built:
 
 def build(
     objects: ObjectStore,
-    known: Mapping[str, Known],
+    known: KnownFiles,
     source: str,
     stored: set[str],
     progress: Progress | None = None,
@@ -118,7 +117,7 @@ class Survey:
     built: Built | None = None
 
 
-def survey(known: Mapping[str, Known], source: str) -> Survey:
+def survey(known: KnownFiles, source: str) -> Survey:
     """The manifest of ``source`` if the stat cache vouches for every file in it.
 
     Reads no file and touches no store, so it needs no lease: an unchanged re-put
@@ -152,7 +151,7 @@ def survey(known: Mapping[str, Known], source: str) -> Survey:
 
 def build_durable(
     objects: ObjectStore,
-    known: Mapping[str, Known],
+    known: KnownFiles,
     source: str,
     stored: set[str],
     progress: Progress | None = None,
@@ -183,7 +182,7 @@ def build_durable(
         if not gone:
             return built
         stored = stored - gone
-        known = {p: k for p, k in known.items() if not gone.intersection(_needs(k))}
+        known = KnownFiles.of({p: k for p, k in known.items() if not gone.intersection(_needs(k))})
     raise CasError(f"cannot snapshot {source}: objects keep disappearing from the store")
 
 
@@ -356,7 +355,7 @@ def _read_small(fd: int, size: int) -> bytes:
 class _Entries:
     """Turns files into entries: those the stat cache vouches for, without reading them."""
 
-    def __init__(self, known: Mapping[str, Known], progress: Progress) -> None:
+    def __init__(self, known: KnownFiles, progress: Progress) -> None:
         self.known = known
         self.progress = progress
         self.learned: dict[str, Known] = {}
@@ -368,21 +367,19 @@ class _Entries:
 
     def vouched(self, full: str, rel: str, st: os.stat_result) -> Entry | None:
         """The entry of a file the stat cache vouches for; ``None`` for any other."""
-        cached = self.known.get(full)
-        if cached is None or not cached.matches(st) or not self._usable(cached):
+        found = self.known.matching(full, st)  # in the columns: no ``Known`` per file
+        if found is None:
             return None
-        if cached.chunks:
-            self.reused.update(d for d, _ in cached.chunks)
+        digest, chunks = found
+        if chunks:
+            self.reused.update(d for d, _ in chunks)
+        elif st.st_size > chunking.THRESHOLD:
+            return None  # stored whole by another chunker setting: would not dedup now
         else:
-            self.reused.add(cached.digest)
+            self.reused.add(digest)
         self.kept.append(full)
-        mode = file_mode_bits(st.st_mode)
         self.progress.advance(1, st.st_size)  # vouched for: done without reading
-        return Entry(rel, FILE, mode, st.st_size, cached.digest, cached.chunks)
-
-    def _usable(self, cached: Known) -> bool:
-        # Chunk lists from another chunker setting would not dedup with new ones.
-        return not (cached.size > chunking.THRESHOLD and not cached.chunks)
+        return Entry(rel, FILE, file_mode_bits(st.st_mode), st.st_size, digest, chunks)
 
 
 class _NeedsReading(Exception):
@@ -392,7 +389,7 @@ class _NeedsReading(Exception):
 class _Survey(_Entries):
     """Entries of files the stat cache vouches for; any other stops the survey."""
 
-    def __init__(self, known: Mapping[str, Known]) -> None:
+    def __init__(self, known: KnownFiles) -> None:
         super().__init__(known, Progress())
 
     def file_entry(self, full: str, rel: str, st: os.stat_result) -> Entry:
@@ -414,7 +411,7 @@ class _Reader(_Entries):
     def __init__(
         self,
         objects: ObjectStore,
-        known: Mapping[str, Known],
+        known: KnownFiles,
         stored: set[str],
         progress: Progress,
         quiet: float = 0.0,

@@ -160,12 +160,28 @@ def test_matching_digest_says_what_the_record_says(tmp_path):
     for record, expected in ((old, "ab" * 16), (fresh, None)):
         files = KnownFiles.of({str(f): record})
         assert files.matching_digest(str(f), st) == expected
+        assert files.matching(str(f), st) == (None if expected is None else (expected, ()))
         assert (expected is not None) == record.matches(st)
         assert files.matching_digest(str(tmp_path / "other"), st) is None
+        assert files.matching(str(tmp_path / "other"), st) is None
     f.write_bytes(b"three")  # another size: changed even within one timestamp tick
     changed = os.lstat(f)
     assert KnownFiles.of({str(f): old}).matching_digest(str(f), changed) is None
+    assert KnownFiles.of({str(f): old}).matching(str(f), changed) is None
     assert not old.matches(changed)
+
+
+def test_matching_gives_a_large_file_its_recorded_chunks(state, tmp_path):
+    """An unchanged re-put takes a chunked file's entry from ``matching``: the chunk list
+    must come back as recorded, also after a round trip through the stored record."""
+    f = tmp_path / "big"
+    f.write_bytes(b"x" * 4096)
+    st = os.lstat(f)
+    sizes = ((DIGEST_B, 3000), (DIGEST_C, 1096))
+    record = known_from_stat(st, DIGEST_A, sizes)._replace(recorded_ns=time.time_ns() + 10**10)
+    assert KnownFiles.of({str(f): record}).matching(str(f), st) == (DIGEST_A, sizes)
+    state.record_tree(str(tmp_path), KnownFiles.of({}), [], {str(f): record})
+    assert state.under(str(tmp_path)).matching(str(f), st) == (DIGEST_A, sizes)
 
 
 def test_identities_are_given_only_for_records_that_vouch_for_each_entry():
