@@ -6,7 +6,8 @@ machine hits one repetition of all of them rather than a whole column. Every tim
 starts with no dirty pages queued and as much memory just freed as its case writes
 (``free_memory``). Reported: the median over ``--repeat`` repetitions, the minimum (what
 the code costs when nothing else intrudes), and the median's ratio to a *full* `cp -r`
-of the same data.
+of the same data. Beside ``rsync -a``'s no-change pass, ``find`` listing every folder and
+``lstat``-ing every file (in C, comparing nothing) shows the floor of any unchanged check.
 
 Cases (``--cases``, comma-separated; default all):
 
@@ -68,6 +69,16 @@ def make_files(root: Path, count: int, size: int, folders: int) -> None:
 
 def run(*command: object) -> None:
     subprocess.run([str(c) for c in command], check=True, stdout=subprocess.DEVNULL)
+
+
+#: The floor of any unchanged check that looks at every file: a C walk, one lstat each.
+FLOOR = "find, lstat of every file"
+
+
+def stat_every_file(tree: Path) -> None:
+    """What an unchanged re-get must do at least: list every folder and ``lstat`` every
+    file (``find`` prints what the stat cache compares), in C, comparing nothing."""
+    run("find", tree, "-printf", "%i %s %T@ %C@ %m\\n")
 
 
 def sync() -> None:
@@ -214,6 +225,7 @@ def bench_copy_case(
         remove(out)
         table.time(case, "rsync -a", lambda: run("rsync", "-a", f"{src}/", f"{out}/"))
         table.time(case, "rsync -a, unchanged", lambda: run("rsync", "-a", f"{src}/", f"{out}/"))
+        table.time(case, FLOOR, lambda: stat_every_file(out))
         remove(out)
         store_lib(table, case, src, out, scratch)
         if with_cli:
@@ -273,6 +285,7 @@ def bench_many(table: Table, scratch: Path, scale: float, repeat: int, with_cli:
         remove(copy)
         table.time(case, "cp -r", lambda: run("cp", "-r", src, copy))
         table.time(case, "rsync -a, unchanged", lambda: run("rsync", "-a", f"{src}/", f"{mirror}/"))
+        table.time(case, FLOOR, lambda: stat_every_file(mirror))
         store = open_store(scratch, "many")
         table.time(case, "re-put unchanged (lib)", lambda s=store: s.snapshot("b", "d", src))
         table.time(
