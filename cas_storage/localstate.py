@@ -88,7 +88,7 @@ class Known(NamedTuple):
         checkout's staged file, a chmod), and any write after the record would move
         the mtime to at least that ctime: no write can hide in the mtime's tick.
         """
-        return self.describes(st) and _past_racy_window(
+        return self.describes(st) and past_racy_window(
             self.mtime_ns, self.ctime_ns, self.recorded_ns
         )
 
@@ -117,7 +117,7 @@ def _same_file(
     )
 
 
-def _past_racy_window(mtime_ns: int, ctime_ns: int, recorded_ns: int) -> bool:
+def past_racy_window(mtime_ns: int, ctime_ns: int, recorded_ns: int) -> bool:
     """``Known.matches``' rule for the record's own times (see there)."""
     return mtime_ns < ctime_ns or mtime_ns < recorded_ns - RACY_NS
 
@@ -131,6 +131,24 @@ def known_from_stat(
     )
 
 
+class SnapshotStamp(NamedTuple):
+    """What a snapshot of the folder ``root`` saw, for telling the next one that nothing
+    changed without a walk (``snapshot.held_as_snapshot``).
+
+    ``manifest`` is the folder's manifest, taken with the stat-cache record whose digest
+    is ``tree`` (it holds exactly ``files`` files: the manifest's); ``folders`` is the
+    ``identity`` of every folder in it (``""``: ``root`` itself) as ``lstat`` gave it
+    after ``walked_ns``. A name added, removed or renamed in a folder moves its mtime, a
+    chmod its ctime: folders as stamped and files as recorded are the manifest's tree.
+    """
+
+    tree: str
+    manifest: str
+    files: int
+    walked_ns: int
+    folders: tuple[tuple[str, tuple[int, int, int, int, int, int]], ...]
+
+
 class KnownFiles(Mapping[str, Known]):
     """What the stat cache knows of the files of one tree, by absolute path.
 
@@ -138,6 +156,8 @@ class KnownFiles(Mapping[str, Known]):
     so loading 100,000 records makes a few dozen objects, not 100,000 tuples.
     ``root`` is the tree whose own record this is, exactly (``None`` when merged
     from other trees' records, or empty): saving it unchanged can then be skipped.
+    ``record`` is the digest of that stored record (``None`` when not loaded from one):
+    a ``SnapshotStamp`` names the record it was taken with.
     """
 
     def __init__(
@@ -147,12 +167,14 @@ class KnownFiles(Mapping[str, Known]):
         digests: str,
         chunks: Mapping[int, Sequence[Sequence[Any]]],
         root: str | None = None,
+        record: str | None = None,
     ) -> None:
         self._index = dict(zip(paths, range(len(paths)), strict=True))
         self._ints = ints
         self._digests = digests
         self._chunks = chunks
         self.root = root
+        self.record = record
 
     @classmethod
     def of(cls, records: Mapping[str, Known], root: str | None = None) -> KnownFiles:
@@ -215,7 +237,7 @@ class KnownFiles(Mapping[str, Known]):
         mtime, ctime = mtime_ns[i], ctime_ns[i]
         if not (
             _same_file(dev[i], ino[i], size[i], mtime, ctime, st)
-            and _past_racy_window(mtime, ctime, recorded_ns[i])
+            and past_racy_window(mtime, ctime, recorded_ns[i])
         ):
             return None
         return i
@@ -242,7 +264,7 @@ class KnownFiles(Mapping[str, Known]):
                 return None
             start = i * DIGEST_LENGTH
             mtime, ctime = mtime_ns[i], ctime_ns[i]
-            if digests[start : start + DIGEST_LENGTH] != entry.digest or not _past_racy_window(
+            if digests[start : start + DIGEST_LENGTH] != entry.digest or not past_racy_window(
                 mtime, ctime, recorded_ns[i]
             ):
                 return None
@@ -291,6 +313,7 @@ class LocalState:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("CREATE TABLE IF NOT EXISTS trees (root TEXT PRIMARY KEY, body BLOB)")
+        conn.execute("CREATE TABLE IF NOT EXISTS stamps (root TEXT PRIMARY KEY, body TEXT)")
         conn.execute(
             "CREATE TABLE IF NOT EXISTS checkouts (dest TEXT PRIMARY KEY, store_id TEXT, "
             "work TEXT, path TEXT, number INTEGER, manifest TEXT)"
@@ -298,6 +321,7 @@ class LocalState:
         # Tables of another layout (an old version, another program) fail here, not later.
         conn.execute(f"SELECT {_TREE_COLUMNS} FROM trees LIMIT 1").fetchall()
         conn.execute(f"SELECT {_CHECKOUT_COLUMNS} FROM checkouts LIMIT 1").fetchall()
+        conn.execute("SELECT root, body FROM stamps LIMIT 1").fetchall()
         # The per-file rows of the layout before per-tree records: superseded, and
         # only a cache, so dropped rather than converted (one re-read of each file).
         conn.execute("DROP TABLE IF EXISTS stat_cache")
@@ -376,10 +400,11 @@ class LocalState:
 
     def record_tree(
         self, root: str, known: KnownFiles, kept: Iterable[str], learned: Mapping[str, Known]
-    ) -> None:
+    ) -> str | None:
         """Make the tree at ``root`` known as: the ``kept`` files of ``known`` (still as
         recorded) and the ``learned`` ones (recorded now). Records of other files in it
-        go; records of trees below ``root`` are replaced by this one.
+        go; records of trees below ``root`` are replaced by this one. Returns the digest
+        of ``root``'s record as now stored (``None`` if it could not be stored).
 
         Nothing is written when nothing changed: ``known`` is ``root``'s own record
         and every file in it was kept.
@@ -387,9 +412,9 @@ class LocalState:
         root = root.rstrip("/") or "/"
         kept = kept if isinstance(kept, list) else list(kept)
         if not learned and known.root == root and len(kept) == len(known):
-            return
+            return known.record
         if not _encodable(root):
-            return  # a path that is not UTF-8 cannot be a key: simply not cached
+            return None  # a path that is not UTF-8 cannot be a key: simply not cached
         # Stamped now, after every file was written: the racy window is measured from here.
         now = time.time_ns()
         records = {path: known[path] for path in kept}
@@ -405,6 +430,42 @@ class LocalState:
                 )
                 conn.execute(
                     "DELETE FROM trees WHERE root > ? AND root < ?", (prefix, prefix[:-1] + "0")
+                )
+        except sqlite3.DatabaseError as exc:
+            self._guard(exc)
+            return None
+        return body[len(TREE_FORMAT) : len(TREE_FORMAT) + DIGEST_LENGTH].decode("ascii")
+
+    # -- snapshot stamps --------------------------------------------------
+    def stamp_of(self, root: str) -> SnapshotStamp | None:
+        """The stamp the last snapshot of folder ``root`` left, if any and readable."""
+        if not _encodable(root):
+            return None
+        try:
+            row = self.conn.execute("SELECT body FROM stamps WHERE root = ?", (root,)).fetchone()
+        except sqlite3.DatabaseError as exc:
+            self._guard(exc)
+            return None
+        if row is None:
+            return None
+        try:
+            raw = json.loads(row[0])
+            folders = tuple((rel, tuple(ident)) for rel, ident in raw["folders"])
+            stamp = SnapshotStamp(
+                raw["tree"], raw["manifest"], raw["files"], raw["walked_ns"], folders
+            )
+        except (TypeError, ValueError, KeyError):
+            return None  # none, or not what record_stamp wrote: simply not known
+        return stamp if all(len(ident) == 6 for _, ident in folders) else None
+
+    def record_stamp(self, root: str, stamp: SnapshotStamp) -> None:
+        if not _encodable(root) or not all(_encodable(rel) for rel, _ in stamp.folders):
+            return
+        body = json.dumps(stamp._asdict(), separators=(",", ":"))
+        try:
+            with self._transaction() as conn:
+                conn.execute(
+                    "INSERT OR REPLACE INTO stamps (root, body) VALUES (?, ?)", (root, body)
                 )
         except sqlite3.DatabaseError as exc:
             self._guard(exc)
@@ -544,7 +605,8 @@ def _unpack(body: object, root: str) -> KnownFiles | None:
     chunks = {int(i): c for i, c in json.loads(bytes(payload[at : at + chunks_size])).items()}
     if at + chunks_size != len(payload) or len(paths) != count:
         return None
-    return KnownFiles(paths, ints, digests, chunks, root)
+    record = bytes(body[head : head + DIGEST_LENGTH]).decode("ascii")
+    return KnownFiles(paths, ints, digests, chunks, root, record)
 
 
 def _int_columns(known: Sequence[Known], now: int = 0) -> list[Sequence[int]]:

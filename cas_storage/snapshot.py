@@ -30,7 +30,14 @@ from . import chunking, kernelcopy
 from .catalog import Catalog, Version
 from .errors import CasError, InvalidName, SourceChanged, VersionExists, not_found
 from .hashing import Hasher, digest_bytes
-from .localstate import Known, KnownFiles, known_from_stat
+from .localstate import (
+    Known,
+    KnownFiles,
+    SnapshotStamp,
+    identity,
+    known_from_stat,
+    past_racy_window,
+)
 from .manifest import (
     DIR,
     FILE,
@@ -110,11 +117,13 @@ def build(
 
 @dataclass
 class Survey:
-    """What ``survey`` found: the walk of a folder, and the manifest when nothing
-    had to be read for it."""
+    """What ``survey`` found: the walk of a folder (begun at ``walked_ns``), and the
+    manifest when nothing had to be read for it."""
 
     found: dict[str, os.stat_result] | None = None
     built: Built | None = None
+    walked_ns: int = 0
+    top: os.stat_result | None = None  # the folder's own stat, taken after ``walked_ns``
 
 
 def survey(known: KnownFiles, source: str) -> Survey:
@@ -127,6 +136,7 @@ def survey(known: KnownFiles, source: str) -> Survey:
     is walked once. A name that is not UTF-8 is refused here, as ``build`` would;
     other errors (no such source) are left to ``build``.
     """
+    walked_ns = time.time_ns()
     try:
         top = os.stat(source)
     except OSError:
@@ -143,10 +153,56 @@ def survey(known: KnownFiles, source: str) -> Survey:
             try:
                 entries = _dir_entries(reader, source, found)
             except _NeedsReading:
-                return Survey(found)
-            return Survey(found, reader.built(Manifest.build(DIR, entries, validate=False)))
+                return Survey(found, None, walked_ns, top)
+            built = reader.built(Manifest.build(DIR, entries, validate=False))
+            return Survey(found, built, walked_ns, top)
     except _NeedsReading:
         return Survey()
+
+
+def stamp(
+    surveyed: Survey, tree: str | None, manifest: Manifest, digest: str
+) -> SnapshotStamp | None:
+    """The stamp of a snapshot of a folder, made from its survey's walk: the manifest
+    (``digest``) and the stat-cache record (``tree``) it was recorded with, and the
+    identity of every folder as walked. ``None`` when that would not describe the whole
+    tree: no record, no walk (a single file), or something walked that the manifest
+    lacks (skipped with a warning, or gone while being read)."""
+    found, top = surveyed.found, surveyed.top
+    if tree is None or found is None or top is None or len(found) != len(manifest.entries):
+        return None
+    folders = [("", identity(top))]
+    folders += [(rel, identity(st)) for rel, st in found.items() if stat.S_ISDIR(st.st_mode)]
+    return SnapshotStamp(tree, digest, len(manifest.files), surveyed.walked_ns, tuple(folders))
+
+
+def held_as_snapshot(source: str, known: KnownFiles, stamp: SnapshotStamp) -> bool:
+    """Whether folder ``source`` holds exactly the tree ``stamp`` was taken of (its
+    ``manifest``), by one ``lstat`` per folder and file: no listing, no entries, no
+    manifest to encode.
+
+    Every folder must have its stamped identity, and not have changed within the racy
+    window before the walk began (a name added, removed or renamed in it would have
+    moved its mtime; a chmod, its ctime), and every file must be as the stat-cache
+    record the stamp was taken with vouches (``KnownFiles.matching_digest``). Then the
+    names are the walked ones and the files' content, mode and size the recorded ones:
+    the manifest. False means only "cannot tell this way"; the survey then decides.
+    """
+    if known.record != stamp.tree or known.root != source or len(known) != stamp.files:
+        return False
+    walked = stamp.walked_ns
+    prefix = source + "/"
+    try:
+        for rel, want in stamp.folders:
+            st = os.lstat(prefix + rel) if rel else os.stat(source)  # as walk and survey did
+            if identity(st) != want or not past_racy_window(st.st_mtime_ns, st.st_ctime_ns, walked):
+                return False
+        for path in known:
+            if known.matching_digest(path, os.lstat(path)) is None:
+                return False
+    except OSError:
+        return False
+    return True
 
 
 def build_durable(

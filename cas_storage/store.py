@@ -29,13 +29,14 @@ from .checkout import GetResult, load_manifest, remember_manifest
 from .errors import CasError, MissingObject, StoreUnavailable, not_found
 from .gc import GcReport
 from .keys import ancestors, check_text, check_work, normalize_key
-from .localstate import LocalState
+from .localstate import KnownFiles, LocalState
 from .locks import Locks
 from .manifest import DIR, Manifest, mode_bits
 from .objects import LocalObjects, ObjectStore
 from .progress import Progress
 from .stats import PathHistory, Stats, VersionUsage
 from .status import StatusReport, status
+from .tree import paused_gc
 from .verify import Problem
 
 DEFAULT_URL = "./.cas"
@@ -160,20 +161,22 @@ class Store:
         known = self.state.under(source)
         surveyed = _snapshot.Survey()
         if inner == ".":
-            # Reads no file and nothing of the store; the build reuses its walk (the
-            # lease guards the store's objects, not when the local tree is listed).
-            surveyed = _snapshot.survey(known, source)
-            if surveyed.built is not None:
-                same = self._latest_if(work, key, surveyed.built.manifest)
-                if same is not None:
-                    remember_manifest(self.objects, same.manifest, surveyed.built.manifest)
-                    # Nothing read, reused or recorded: no lease needed (it guards the
-                    # objects a snapshot reuses from choosing them until recorded).
-                    self.state.record_tree(source, known, surveyed.built.kept, {})
-                    if progress is not None:
-                        progress.start(total_bytes=same.bytes)
-                        progress.advance(same.files, same.bytes)
-                    return same
+            # Neither check reads a file or anything of the store but the latest version,
+            # so neither needs the lease (it guards the objects a snapshot reuses from
+            # choosing them until recorded). The build reuses the survey's walk.
+            same = self._held_since_stamp(work, key, source, known)
+            if same is None:
+                surveyed = _snapshot.survey(known, source)
+                if surveyed.built is not None:
+                    same = self._latest_if(work, key, surveyed.built.manifest)
+                    if same is not None:
+                        remember_manifest(self.objects, same.manifest, surveyed.built.manifest)
+                        self._record_local(source, known, surveyed, surveyed.built, same.manifest)
+            if same is not None:
+                if progress is not None:
+                    progress.start(total_bytes=same.bytes)
+                    progress.advance(same.files, same.bytes)
+                return same
         # Under the shared lease from before choosing what to reuse until recorded:
         # gc deletes nothing meanwhile (locks.py, gc.py).
         with self.locks.shared(f"snapshot of {work}:{key}") as lease:
@@ -205,13 +208,43 @@ class Store:
             lease.check()
             version = _snapshot.record(self.objects, self.catalog, work, key, manifest, latest)
         remember_manifest(self.objects, version.manifest, manifest)
-        self.state.record_tree(source, known, built.kept, built.learned)
+        self._record_local(source, known, surveyed, built, version.manifest)
         return version
 
     def _latest_if(self, work: str, key: str, manifest: Manifest) -> Version | None:
         """The latest version of ``(work, key)`` if it is ``manifest``, else ``None``."""
         latest = self.catalog.latest(work, key)
         return latest if latest is not None and latest.manifest == manifest.digest() else None
+
+    def _held_since_stamp(
+        self, work: str, key: str, source: str, known: KnownFiles
+    ) -> Version | None:
+        """The latest version of ``(work, key)`` if folder ``source`` is still as this
+        machine's last snapshot of it left it, and that snapshot's manifest is the latest
+        version's: one ``lstat`` per file and folder, no walk (``held_as_snapshot``)."""
+        stamp = self.state.stamp_of(source)
+        if stamp is None:
+            return None
+        with paused_gc():  # local checks first: a changed folder costs no store request
+            if not _snapshot.held_as_snapshot(source, known, stamp):
+                return None
+        latest = self.catalog.latest(work, key)
+        return latest if latest is not None and latest.manifest == stamp.manifest else None
+
+    def _record_local(
+        self,
+        source: str,
+        known: KnownFiles,
+        surveyed: _snapshot.Survey,
+        built: _snapshot.Built,
+        digest: str,
+    ) -> None:
+        """This machine's record of a snapshot of ``source`` (manifest ``digest``): the
+        stat cache, then the stamp that lets the next one skip its walk."""
+        tree = self.state.record_tree(source, known, built.kept, built.learned)
+        stamp = _snapshot.stamp(surveyed, tree, built.manifest, digest)
+        if stamp is not None:
+            self.state.record_stamp(source, stamp)
 
     def record(self, work: str, path: str, manifest: Manifest) -> Version:
         """Record ``manifest`` as the next version; every object it needs must be stored.

@@ -11,34 +11,15 @@ from __future__ import annotations
 
 import os
 import pathlib
-import stat
 import time
-from collections.abc import Callable
 
 import pytest
-from conftest import write_tree
+from treechanges import CHANGES, listing, replace_file_by_copy, sample_tree
 
 from cas_storage import Store
 from cas_storage.checkout import _Writer, held_as_recorded, load_manifest, plan
 from cas_storage.localstate import NOTHING_KNOWN
 from cas_storage.manifest import Manifest
-
-
-def listing(root: pathlib.Path) -> dict[str, tuple[str, int, bytes | str]]:
-    """Everything a checkout sets below ``root``: kind, mode, content or link target."""
-    out: dict[str, tuple[str, int, bytes | str]] = {}
-    for dirpath, dirs, files in os.walk(root):
-        for name in dirs + files:
-            full = pathlib.Path(dirpath, name)
-            st = full.lstat()
-            rel = full.relative_to(root).as_posix()
-            if stat.S_ISLNK(st.st_mode):
-                out[rel] = ("link", 0, os.readlink(full))
-            elif stat.S_ISDIR(st.st_mode):
-                out[rel] = ("dir", stat.S_IMODE(st.st_mode), "")
-            else:
-                out[rel] = ("file", stat.S_IMODE(st.st_mode), full.read_bytes())
-    return out
 
 
 def settle(store: Store, dest: pathlib.Path) -> None:
@@ -59,14 +40,7 @@ def quick_check(store: Store, dest: pathlib.Path) -> tuple[bool, bool]:
 
 @pytest.fixture()
 def checked_out(store: Store, tmp_path: pathlib.Path) -> tuple[pathlib.Path, dict]:
-    src = write_tree(
-        tmp_path / "src",
-        {"a.txt": "alpha", "run.sh": "#!/bin/sh\n", "sub/b.bin": b"\0" * 100, "sub/deep/c": "c"},
-    )
-    os.chmod(src / "run.sh", 0o755)
-    (src / "empty").mkdir()
-    os.chmod(src / "sub" / "deep", 0o750)
-    os.symlink("sub/b.bin", src / "link")
+    src = sample_tree(tmp_path / "src")
     store.snapshot("w", "p", src)
     dest = tmp_path / "dest"
     store.checkout("w", "p", dest)
@@ -80,54 +54,6 @@ def test_a_tree_as_checked_out_is_held_and_the_reget_writes_nothing(store, check
     result = store.checkout("w", "p", dest, overwrite=True)
     assert (result.files_transferred, result.bytes_transferred) == (0, 0)
     assert listing(dest) == wanted
-
-
-def rewrite_keeping_times(dest: pathlib.Path) -> None:
-    """Same size, same mtime: only the ctime (which no user can set) tells."""
-    st = (dest / "a.txt").stat()
-    (dest / "a.txt").write_text("ALPHA")
-    os.utime(dest / "a.txt", ns=(st.st_atime_ns, st.st_mtime_ns))
-
-
-def replace_by_link(dest: pathlib.Path) -> None:
-    os.unlink(dest / "a.txt")
-    os.symlink("run.sh", dest / "a.txt")
-
-
-def replace_file_by_folder(dest: pathlib.Path) -> None:
-    os.unlink(dest / "sub" / "deep" / "c")
-    (dest / "sub" / "deep" / "c").mkdir()
-
-
-def retarget_link(dest: pathlib.Path) -> None:
-    os.unlink(dest / "link")
-    os.symlink("a.txt", dest / "link")
-
-
-def replace_file_by_copy(dest: pathlib.Path) -> None:
-    """The same bytes and mode in a new inode: a checkout rewrites nothing, but the
-    record no longer vouches, so the quick check must leave it to ``plan``."""
-    data = (dest / "sub" / "b.bin").read_bytes()
-    os.unlink(dest / "sub" / "b.bin")
-    (dest / "sub" / "b.bin").write_bytes(data)
-    os.chmod(dest / "sub" / "b.bin", 0o644)
-
-
-CHANGES: dict[str, Callable[[pathlib.Path], object]] = {
-    "content rewritten, times restored": rewrite_keeping_times,
-    "file mode": lambda d: os.chmod(d / "run.sh", 0o700),
-    "folder mode": lambda d: os.chmod(d / "sub" / "deep", 0o755),
-    "file added": lambda d: (d / "sub" / "new").write_text("x"),
-    "hidden file added": lambda d: (d / ".new").write_text("x"),
-    "folder added": lambda d: (d / "empty" / "inner").mkdir(),
-    "file removed": lambda d: os.unlink(d / "sub" / "deep" / "c"),
-    "empty folder removed": lambda d: os.rmdir(d / "empty"),
-    "link retargeted": retarget_link,
-    "link removed": lambda d: os.unlink(d / "link"),
-    "file replaced by a link": replace_by_link,
-    "file replaced by a folder": replace_file_by_folder,
-    "file renamed": lambda d: os.rename(d / "a.txt", d / "b.txt"),
-}
 
 
 @pytest.mark.parametrize("change", list(CHANGES), ids=list(CHANGES))
