@@ -7,6 +7,9 @@
   file in it, loaded in one read and written whole, only when something changed.
 * **Checkout records** say which manifest each local checkout was last brought
   to, so the next checkout can swap manifests instead of copying everything.
+* **Snapshot stamps** say which manifest a folder held when this machine last
+  snapshotted it, with every folder's identity then, so the next snapshot of an
+  unchanged folder needs no walk (``SnapshotStamp``).
 
 A store on S3 is shared by many machines, each with its own files, so none of
 this belongs in the store. One SQLite file per machine (or per work) holds it.
