@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from conftest import read_tree, write_tree
+from treechanges import listing
 
 from cas_storage import Store
 
@@ -52,23 +53,6 @@ class Sent:
     def take(self) -> collections.Counter[str]:
         taken, self.counts = self.counts, collections.Counter()
         return taken
-
-
-def _tree(root: pathlib.Path) -> dict[str, tuple[str, int, bytes | str]]:
-    """Every path below ``root``: kind, mode and content (a link's target)."""
-    out: dict[str, tuple[str, int, bytes | str]] = {}
-    for dirpath, dirs, names in os.walk(root):
-        for name in dirs + names:
-            full = pathlib.Path(dirpath, name)
-            st = full.lstat()
-            rel = full.relative_to(root).as_posix()
-            if stat.S_ISLNK(st.st_mode):
-                out[rel] = ("link", 0, os.readlink(full))
-            elif stat.S_ISDIR(st.st_mode):
-                out[rel] = ("dir", stat.S_IMODE(st.st_mode), b"")
-            else:
-                out[rel] = ("file", stat.S_IMODE(st.st_mode), full.read_bytes())
-    return out
 
 
 def _stats(root: pathlib.Path) -> dict[str, tuple[int, int, int]]:
@@ -113,7 +97,7 @@ def test_unchanged_reget_takes_no_lease_and_changes_nothing(url: str, tmp_path: 
     assert (again.version, again.files_transferred, again.bytes_transferred) == (1, 0, 0)
     if "://" in url:
         assert sent.take() == {"ListObjectsV2": 1}  # the latest version; no lease
-    assert _stats(dest) == before and _tree(dest) == _tree(src)
+    assert _stats(dest) == before and listing(dest) == listing(src)
     # Another process on this machine (the manifest not in memory): one GET more.
     later = Store.open(url, state=str(tmp_path / "reader.db"))
     sent = Sent(later)
@@ -237,7 +221,7 @@ def test_a_reget_after_the_destination_changed_restores_it(
     edit(dest)
     got = reader.checkout(WORK, PATH, dest, overwrite=True)
     assert got.version == 1
-    assert _tree(dest) == _tree(src)
+    assert listing(dest) == listing(src)
     assert reader.checkout(WORK, PATH, dest, overwrite=True).files_transferred == 0
 
 
@@ -254,12 +238,12 @@ def test_a_reget_after_a_new_version_fetches_it(url: str, tmp_path: pathlib.Path
     assert writer.snapshot(WORK, PATH, src).number == 2
     got = reader.checkout(WORK, PATH, dest, overwrite=True)
     assert (got.version, got.files_transferred, got.bytes_transferred) == (2, 1, 12)
-    assert _tree(dest) == _tree(src)
+    assert listing(dest) == listing(src)
     # An older version asked for by number is checked out too (and then the latest again).
     assert reader.checkout(WORK, PATH, dest, version=1, overwrite=True).version == 1
     assert read_tree(dest)["sub/deep/b.txt"] == b"b"
     assert reader.checkout(WORK, PATH, dest, overwrite=True).version == 2
-    assert _tree(dest) == _tree(src)
+    assert listing(dest) == listing(src)
 
 
 def test_a_reget_of_another_part_into_the_same_destination_is_a_checkout(
@@ -289,7 +273,7 @@ def test_a_changed_reput_records_what_changed(url: str, tmp_path: pathlib.Path):
         v = store.snapshot(WORK, PATH, src)
         assert v.number == number, edit.__name__
         store.checkout(WORK, PATH, checks, overwrite=True)
-        assert _tree(checks) == _tree(src), edit.__name__
+        assert listing(checks) == listing(src), edit.__name__
         assert store.snapshot(WORK, PATH, src) == v
     assert len(store.versions(WORK, PATH)) == 7
 
