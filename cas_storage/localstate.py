@@ -437,7 +437,7 @@ class LocalState:
         except sqlite3.DatabaseError as exc:
             self._guard(exc)
             return None
-        return body[len(TREE_FORMAT) : len(TREE_FORMAT) + DIGEST_LENGTH].decode("ascii")
+        return _record_digest(body)
 
     # -- snapshot stamps --------------------------------------------------
     def stamp_of(self, root: str) -> SnapshotStamp | None:
@@ -574,6 +574,11 @@ def _pack(records: Mapping[str, Known], now: int) -> bytes:
     return TREE_FORMAT + digest_bytes(payload).encode("ascii") + payload
 
 
+def _record_digest(body: bytes) -> str:
+    """The digest a record carries after ``TREE_FORMAT``: of the rest, and its name."""
+    return body[len(TREE_FORMAT) : len(TREE_FORMAT) + DIGEST_LENGTH].decode("ascii", "replace")
+
+
 def _decode(body: object, root: str) -> KnownFiles | None:
     """The records in ``body``, or ``None`` when it is not exactly what ``_encode`` wrote."""
     try:
@@ -587,9 +592,7 @@ def _unpack(body: object, root: str) -> KnownFiles | None:
     if not isinstance(body, bytes) or not body.startswith(TREE_FORMAT):
         return None
     payload = memoryview(body)[head + DIGEST_LENGTH :]
-    if len(payload) < _COUNTS.size or body[head : head + DIGEST_LENGTH] != digest_bytes(
-        payload
-    ).encode("ascii"):
+    if len(payload) < _COUNTS.size or _record_digest(body) != digest_bytes(payload):
         return None
     count, paths_size, chunks_size = _COUNTS.unpack_from(payload)
     at = _COUNTS.size
@@ -608,8 +611,7 @@ def _unpack(body: object, root: str) -> KnownFiles | None:
     chunks = {int(i): c for i, c in json.loads(bytes(payload[at : at + chunks_size])).items()}
     if at + chunks_size != len(payload) or len(paths) != count:
         return None
-    record = bytes(body[head : head + DIGEST_LENGTH]).decode("ascii")
-    return KnownFiles(paths, ints, digests, chunks, root, record)
+    return KnownFiles(paths, ints, digests, chunks, root, _record_digest(body))
 
 
 def _int_columns(known: Sequence[Known], now: int = 0) -> list[Sequence[int]]:

@@ -160,7 +160,7 @@ def survey(known: KnownFiles, source: str) -> Survey:
         return Survey()
 
 
-def stamp(
+def stamp_of_walk(
     surveyed: Survey, tree: str | None, manifest: Manifest, digest: str
 ) -> SnapshotStamp | None:
     """The stamp of a snapshot of a folder, made from its survey's walk: the manifest

@@ -242,7 +242,7 @@ class Store:
         """This machine's record of a snapshot of ``source`` (manifest ``digest``): the
         stat cache, then the stamp that lets the next one skip its walk."""
         tree = self.state.record_tree(source, known, built.kept, built.learned)
-        stamp = _snapshot.stamp(surveyed, tree, built.manifest, digest)
+        stamp = _snapshot.stamp_of_walk(surveyed, tree, built.manifest, digest)
         if stamp is not None:
             self.state.record_stamp(source, stamp)
 
