@@ -1,8 +1,12 @@
-"""Peak memory while snapshotting and checking out one 4 GiB file (streaming check).
+"""Peak memory while snapshotting and checking out one large file (streaming check).
 
-Run: python benchmarks/bench_memory.py   (needs ~12 GiB free disk; target < 200 MB RSS)
+Run: python benchmarks/bench_memory.py [--gib 4] [--dir DIR]
+(needs about three times the file's size free on disk; target < 200 MB RSS)
 """
 
+from __future__ import annotations
+
+import argparse
 import os
 import resource
 import shutil
@@ -12,23 +16,42 @@ from pathlib import Path
 
 from cas_storage import Store
 
-d = Path(tempfile.mkdtemp(prefix="cas-mem-"))
-(d / "src").mkdir()
-with open(d / "src" / "big.bin", "wb") as out:
-    for _ in range(1024):
-        out.write(os.urandom(4 * 1024 * 1024))
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-s = Store.open(d / ".cas", state=str(d / "state.db"))
-t = time.perf_counter()
-s.snapshot("w", "p", d / "src")
-t1 = time.perf_counter() - t
-after_snap = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-t = time.perf_counter()
-s.checkout("w", "p", d / "out")
-t2 = time.perf_counter() - t
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(
-    f"4 GiB file: RSS before {base / 1024:.0f} MB, after snapshot {after_snap / 1024:.0f} MB, "
-    f"after checkout {peak / 1024:.0f} MB; snapshot {t1:.1f}s, checkout {t2:.1f}s"
-)
-shutil.rmtree(d)
+
+def rss_mb() -> float:
+    """Peak resident set size of this process so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--gib", type=int, default=4, help="size of the file (GiB)")
+    parser.add_argument("--dir", default=None, help="scratch folder (default: system temp)")
+    args = parser.parse_args()
+    if args.gib < 1:
+        parser.error("--gib must be at least 1")
+    scratch = Path(tempfile.mkdtemp(prefix="cas-mem-", dir=args.dir))
+    try:
+        (scratch / "src").mkdir()
+        with open(scratch / "src" / "big.bin", "wb") as out:
+            for _ in range(256 * args.gib):
+                out.write(os.urandom(4 * 1024 * 1024))
+        base = rss_mb()
+        store = Store.open(scratch / ".cas", state=str(scratch / "state.db"))
+        started = time.perf_counter()
+        store.snapshot("w", "p", scratch / "src")
+        put_s = time.perf_counter() - started
+        after_put = rss_mb()
+        started = time.perf_counter()
+        store.checkout("w", "p", scratch / "out")
+        get_s = time.perf_counter() - started
+        store.close()
+        print(
+            f"{args.gib} GiB file: RSS before {base:.0f} MB, after snapshot {after_put:.0f} MB, "
+            f"after checkout {rss_mb():.0f} MB; snapshot {put_s:.1f}s, checkout {get_s:.1f}s"
+        )
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

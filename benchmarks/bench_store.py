@@ -403,7 +403,7 @@ def bench_startup(table: Table, scratch: Path, repeat: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", default=",".join(CASES), help=f"some of {', '.join(CASES)}")
-    parser.add_argument("--scale", type=float, default=1.0, help="shrink the datasets (0.1 = 10%)")
+    parser.add_argument("--scale", type=float, default=1.0, help="shrink the datasets (0.1 = 10%%)")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--no-cli", action="store_true", help="skip `cas put/get` as processes")
     parser.add_argument("--dir", default=None, help="scratch folder (default: system temp)")
