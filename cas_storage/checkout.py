@@ -45,6 +45,7 @@ from .localstate import Known, KnownFiles, LocalState, identity, known_from_stat
 from .manifest import DIR, FILE, SYMLINK, Entry, Manifest
 from .objects import LocalObjects, ObjectStore, ReadAhead
 from .progress import Progress
+from .stamps import held_as_stamped, stamp_of_checkout, wait_out_racy_window
 from .tree import LOCK_SUFFIX, STAGING_MARK, is_ours, kind, paused_gc, walk
 
 #: Neighbouring pieces of one file are copied by one kernel copy of at most this size.
@@ -171,8 +172,14 @@ def checkout(
                     apply(plan(dest, manifest, writer), writer, staging)
             finally:
                 writer.close()
-        state.record_tree(dest, known, writer.kept, writer.learned)
+        whole = inner == "." and manifest.kind == DIR
+        if whole:  # so the record and the stamp vouch for what was just written
+            wait_out_racy_window(time.time_ns())
+        tree = state.record_tree(dest, known, writer.kept, writer.learned)
         state.record_checkout(dest, store_id, work, path, v.number, v.manifest)
+        if whole:
+            with paused_gc():
+                state.record_stamp(dest, stamp_of_checkout(dest, manifest, v.manifest, tree))
     return GetResult(v.number, writer.files, writer.bytes)
 
 
@@ -207,6 +214,10 @@ def in_place(
     v = catalog.get(work, path, version)
     if v.manifest != held:
         return None
+    if inner == "." and _held_since_stamp(state, dest, v.manifest):
+        if progress is not None:
+            progress.start(total_bytes=v.bytes)
+        return GetResult(v.number, 0, 0)
     label = _label(work, path, inner, v.number)
     try:  # validated when dest was checked out to it (that is what ``held`` says)
         manifest = load_manifest(objects, v.manifest, label, True).subtree(inner)
@@ -219,11 +230,28 @@ def in_place(
             if held_as_recorded(dest, manifest, known):
                 if progress is not None:
                     progress.start(total_bytes=manifest.size)
+                if inner == ".":  # the next one then needs no listing and no manifest
+                    state.record_stamp(
+                        dest, stamp_of_checkout(dest, manifest, v.manifest, known.record)
+                    )
                 return GetResult(v.number, 0, 0)  # every file as recorded: nothing to learn
             writer = _Writer(objects, known, label, progress, manifest.size)
             same = plan(dest, manifest, writer).changes_nothing()
         state.record_tree(dest, known, writer.kept, writer.learned)
     return GetResult(v.number, 0, 0) if same else None
+
+
+def _held_since_stamp(state: LocalState, dest: str, digest: str) -> bool:
+    """Whether folder ``dest`` still holds manifest ``digest`` as this machine's last
+    checkout of it left it (``stamps.held_as_stamped``): one ``lstat`` per file and
+    folder, under ``dest``'s lock, and not even the manifest read."""
+    stamp = state.stamp_of(dest)
+    if stamp is None or stamp.by != "checkout" or stamp.manifest != digest:
+        return False
+    with dest_lock(dest):
+        remove_leftovers(dest)
+        with paused_gc():
+            return held_as_stamped(dest, state.under(dest), stamp)
 
 
 def held_as_recorded(dest: str, manifest: Manifest, known: KnownFiles) -> bool:

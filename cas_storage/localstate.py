@@ -7,9 +7,9 @@
   file in it, loaded in one read and written whole, only when something changed.
 * **Checkout records** say which manifest each local checkout was last brought
   to, so the next checkout can swap manifests instead of copying everything.
-* **Snapshot stamps** say which manifest a folder held when this machine last
-  snapshotted it, with every folder's identity then, so the next snapshot of an
-  unchanged folder needs no walk (``SnapshotStamp``).
+* **Folder stamps** say which manifest a folder held when this machine last
+  snapshotted it or checked it out, with every folder's identity then, so the next
+  snapshot or checkout of an unchanged folder needs no walk (``FolderStamp``).
 
 A store on S3 is shared by many machines, each with its own files, so none of
 this belongs in the store. One SQLite file per machine (or per work) holds it.
@@ -134,15 +134,18 @@ def known_from_stat(
     )
 
 
-class SnapshotStamp(NamedTuple):
-    """What a snapshot of the folder ``root`` saw, for telling the next one that nothing
-    changed without a walk (``snapshot.held_as_snapshot``).
+class FolderStamp(NamedTuple):
+    """What a snapshot or checkout of the folder ``root`` saw, for telling the next one
+    of the same kind that nothing changed without a walk (``stamps.held_as_stamped``).
 
     ``manifest`` is the folder's manifest, taken with the stat-cache record whose digest
     is ``tree`` (it holds exactly ``files`` files: the manifest's); ``folders`` is the
     ``identity`` of every folder in it (``""``: ``root`` itself) as ``lstat`` gave it
     after ``walked_ns``. A name added, removed or renamed in a folder moves its mtime, a
     chmod its ctime: folders as stamped and files as recorded are the manifest's tree.
+    ``by`` is what made it, ``"snapshot"`` or ``"checkout"``: each trusts only its own
+    kind, since they differ at the edges (a snapshot drops set-user-ID bits, which a
+    checkout would clear).
     """
 
     tree: str
@@ -150,6 +153,7 @@ class SnapshotStamp(NamedTuple):
     files: int
     walked_ns: int
     folders: tuple[tuple[str, tuple[int, int, int, int, int, int]], ...]
+    by: str = "snapshot"
 
 
 class KnownFiles(Mapping[str, Known]):
@@ -160,7 +164,7 @@ class KnownFiles(Mapping[str, Known]):
     ``root`` is the tree whose own record this is, exactly (``None`` when merged
     from other trees' records, or empty): saving it unchanged can then be skipped.
     ``record`` is the digest of that stored record (``None`` when not loaded from one):
-    a ``SnapshotStamp`` names the record it was taken with.
+    a ``FolderStamp`` names the record it was taken with.
     """
 
     def __init__(
@@ -439,9 +443,10 @@ class LocalState:
             return None
         return _record_digest(body)
 
-    # -- snapshot stamps --------------------------------------------------
-    def stamp_of(self, root: str) -> SnapshotStamp | None:
-        """The stamp the last snapshot of folder ``root`` left, if any and readable."""
+    # -- folder stamps ----------------------------------------------------
+    def stamp_of(self, root: str) -> FolderStamp | None:
+        """The stamp the last snapshot or checkout of folder ``root`` left, if any and
+        readable."""
         if not _encodable(root):
             return None
         try:
@@ -454,22 +459,33 @@ class LocalState:
         try:
             raw = json.loads(row[0])
             folders = tuple((rel, tuple(ident)) for rel, ident in raw["folders"])
-            stamp = SnapshotStamp(
-                raw["tree"], raw["manifest"], raw["files"], raw["walked_ns"], folders
+            stamp = FolderStamp(
+                raw["tree"],
+                raw["manifest"],
+                raw["files"],
+                raw["walked_ns"],
+                folders,
+                raw.get("by", "snapshot"),  # stamps from before checkouts made them
             )
         except (TypeError, ValueError, KeyError):
             return None  # none, or not what record_stamp wrote: simply not known
         return stamp if all(len(ident) == 6 for _, ident in folders) else None
 
-    def record_stamp(self, root: str, stamp: SnapshotStamp) -> None:
-        if not _encodable(root) or not all(_encodable(rel) for rel, _ in stamp.folders):
+    def record_stamp(self, root: str, stamp: FolderStamp | None) -> None:
+        """Keep ``stamp`` as ``root``'s; ``None`` forgets the one it had."""
+        if stamp is not None and not all(_encodable(rel) for rel, _ in stamp.folders):
+            stamp = None
+        if not _encodable(root):
             return
-        body = json.dumps(stamp._asdict(), separators=(",", ":"))
         try:
             with self._transaction() as conn:
-                conn.execute(
-                    "INSERT OR REPLACE INTO stamps (root, body) VALUES (?, ?)", (root, body)
-                )
+                if stamp is None:
+                    conn.execute("DELETE FROM stamps WHERE root = ?", (root,))
+                else:
+                    body = json.dumps(stamp._asdict(), separators=(",", ":"))
+                    conn.execute(
+                        "INSERT OR REPLACE INTO stamps (root, body) VALUES (?, ?)", (root, body)
+                    )
         except sqlite3.DatabaseError as exc:
             self._guard(exc)
 

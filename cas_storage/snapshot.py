@@ -31,12 +31,11 @@ from .catalog import Catalog, Version
 from .errors import CasError, InvalidName, SourceChanged, VersionExists, not_found
 from .hashing import Hasher, digest_bytes
 from .localstate import (
+    FolderStamp,
     Known,
     KnownFiles,
-    SnapshotStamp,
     identity,
     known_from_stat,
-    past_racy_window,
 )
 from .manifest import (
     DIR,
@@ -162,7 +161,7 @@ def survey(known: KnownFiles, source: str) -> Survey:
 
 def stamp_of_walk(
     surveyed: Survey, tree: str | None, manifest: Manifest, digest: str
-) -> SnapshotStamp | None:
+) -> FolderStamp | None:
     """The stamp of a snapshot of a folder, made from its survey's walk: the manifest
     (``digest``) and the stat-cache record (``tree``) it was recorded with, and the
     identity of every folder as walked. ``None`` when that would not describe the whole
@@ -173,36 +172,7 @@ def stamp_of_walk(
         return None
     folders = [("", identity(top))]
     folders += [(rel, identity(st)) for rel, st in found.items() if stat.S_ISDIR(st.st_mode)]
-    return SnapshotStamp(tree, digest, len(manifest.files), surveyed.walked_ns, tuple(folders))
-
-
-def held_as_snapshot(source: str, known: KnownFiles, stamp: SnapshotStamp) -> bool:
-    """Whether folder ``source`` holds exactly the tree ``stamp`` was taken of (its
-    ``manifest``), by one ``lstat`` per folder and file: no listing, no entries, no
-    manifest to encode.
-
-    Every folder must have its stamped identity, and not have changed within the racy
-    window before the walk began (a name added, removed or renamed in it would have
-    moved its mtime; a chmod, its ctime), and every file must be as the stat-cache
-    record the stamp was taken with vouches (``KnownFiles.matching_digest``). Then the
-    names are the walked ones and the files' content, mode and size the recorded ones:
-    the manifest. False means only "cannot tell this way"; the survey then decides.
-    """
-    if known.record != stamp.tree or known.root != source or len(known) != stamp.files:
-        return False
-    walked = stamp.walked_ns
-    prefix = source + "/"
-    try:
-        for rel, want in stamp.folders:
-            st = os.lstat(prefix + rel) if rel else os.stat(source)  # as walk and survey did
-            if identity(st) != want or not past_racy_window(st.st_mtime_ns, st.st_ctime_ns, walked):
-                return False
-        for path in known:
-            if known.matching_digest(path, os.lstat(path)) is None:
-                return False
-    except OSError:
-        return False
-    return True
+    return FolderStamp(tree, digest, len(manifest.files), surveyed.walked_ns, tuple(folders))
 
 
 def build_durable(

@@ -1,6 +1,6 @@
 """The unchanged re-put's quick check: a folder as this machine's last snapshot left it.
 
-``held_as_snapshot`` lets an unchanged ``snapshot`` return the latest version with one
+``held_as_stamped`` lets an unchanged ``snapshot`` return the latest version with one
 ``lstat`` per file and folder, without walking the folder or building its manifest. So
 it must never say "unchanged" of a folder that differs in anything a manifest holds:
 content, kind, mode, link target, a name more or less. Each case below changes one such
@@ -22,7 +22,7 @@ from treechanges import CHANGES, listing, sample_tree
 from cas_storage import Store
 from cas_storage import snapshot as snapshot_module
 from cas_storage.localstate import KnownFiles
-from cas_storage.snapshot import held_as_snapshot
+from cas_storage.stamps import held_as_stamped
 
 
 @pytest.fixture()
@@ -139,13 +139,13 @@ def test_a_stamp_vouches_only_with_the_record_it_was_taken_with(store, snapped):
     of other bytes would), the stamp no longer says what the folder's manifest is."""
     source = str(snapped)
     stamp = store.state.stamp_of(source)
-    assert stamp is not None and held_as_snapshot(source, store.state.under(source), stamp)
+    assert stamp is not None and held_as_stamped(source, store.state.under(source), stamp)
     known = store.state.under(source)
     records = {path: known[path] for path in known}
     claimed = records[f"{source}/a.txt"]._replace(digest="0" * 32)
     records[f"{source}/a.txt"] = claimed
     store.state.record_tree(source, KnownFiles.of({}), [], records)
-    assert not held_as_snapshot(source, store.state.under(source), stamp)
+    assert not held_as_stamped(source, store.state.under(source), stamp)
 
 
 @pytest.mark.parametrize("body", ["", "{}", "[1, 2]", '{"tree": 1}', "not json"])

@@ -1,8 +1,8 @@
 """A sample tree of every kind a manifest holds, and the changes a quick "unchanged"
 check must notice: content, kind, mode, link target, a name more or less.
 
-Shared by the re-get's check (``test_held_as_recorded.py``) and the re-put's
-(``test_snapshot_stamp.py``).
+Shared by the re-get's checks (``test_held_as_recorded.py``, ``test_checkout_stamp.py``)
+and the re-put's (``test_snapshot_stamp.py``).
 """
 
 from __future__ import annotations
@@ -91,4 +91,9 @@ CHANGES: dict[str, Callable[[pathlib.Path], object]] = {
     "file replaced by a link": replace_by_link,
     "file replaced by a folder": replace_file_by_folder,
     "file renamed": lambda d: os.rename(d / "a.txt", d / "b.txt"),
+    # As many names as before: a check that counted names would miss it.
+    "link swapped for a file of another name": lambda d: (
+        os.unlink(d / "link"),
+        (d / "other").write_text("x"),
+    ),
 }
