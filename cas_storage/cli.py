@@ -469,7 +469,7 @@ def _get(store: Store, args: argparse.Namespace) -> None:
 
 def _check_type(store: Store, v: Version, args: argparse.Namespace) -> None:
     """Refuse to turn a file into a folder (or back) unless ``--replace-type`` says so."""
-    wanted = "folder" if store.manifest(v).kind == "dir" else "file"
+    wanted = "folder" if store.kind(v) == "dir" else "file"
     have = "folder" if os.path.isdir(args.dest) and not os.path.islink(args.dest) else "file"
     if have != wanted and not args.replace_type:
         raise IsADirectoryError(

@@ -170,6 +170,19 @@ class Manifest:
             return Manifest.decode(data).objects()
         return {(a or b).decode() for a, b in _OBJECT_REF.findall(data)}
 
+    @staticmethod
+    def kind_in(data: bytes) -> str:
+        """``decode(data).kind`` without decoding the entries: the canonical encoding
+        ends with it. Anything else is decoded (and validated).
+
+        >>> Manifest.kind_in(Manifest.build("dir", []).encode())
+        'dir'
+        """
+        for kind, tail in zip(("dir", "file"), _CANONICAL_TAILS, strict=True):
+            if data.endswith(tail):
+                return kind
+        return Manifest.decode(data).kind
+
     # -- queries ------------------------------------------------------------
     @property
     def files(self) -> list[Entry]:

@@ -26,7 +26,7 @@ from . import stats as _stats
 from . import verify as _verify
 from .catalog import Catalog, SQLiteCatalog, Version
 from .checkout import GetResult, load_manifest, remember_manifest
-from .errors import CasError, MissingObject, StoreUnavailable, not_found
+from .errors import CasError, InvalidManifest, MissingObject, StoreUnavailable, not_found
 from .gc import GcReport
 from .keys import ancestors, check_text, check_work, normalize_key
 from .localstate import KnownFiles, LocalState
@@ -34,6 +34,7 @@ from .locks import Locks
 from .manifest import DIR, Manifest, mode_bits
 from .objects import LocalObjects, ObjectStore
 from .progress import Progress
+from .stamps import held_as_stamped
 from .stats import PathHistory, Stats, VersionUsage
 from .status import StatusReport, status
 from .tree import paused_gc
@@ -221,12 +222,12 @@ class Store:
     ) -> Version | None:
         """The latest version of ``(work, key)`` if folder ``source`` is still as this
         machine's last snapshot of it left it, and that snapshot's manifest is the latest
-        version's: one ``lstat`` per file and folder, no walk (``held_as_snapshot``)."""
+        version's: one ``lstat`` per file and folder, no walk (``held_as_stamped``)."""
         stamp = self.state.stamp_of(source)
-        if stamp is None:
+        if stamp is None or stamp.by != "snapshot":
             return None
         with paused_gc():  # local checks first: a changed folder costs no store request
-            if not _snapshot.held_as_snapshot(source, known, stamp):
+            if not held_as_stamped(source, known, stamp):
                 return None
         latest = self.catalog.latest(work, key)
         return latest if latest is not None and latest.manifest == stamp.manifest else None
@@ -336,6 +337,19 @@ class Store:
         label = f"{version.work}:{version.path} version {version.number}"
         validated_before = self.state.checked_out(version.manifest)
         return load_manifest(self.objects, version.manifest, label, validated_before)
+
+    def kind(self, version: Version) -> str:
+        """``"dir"`` or ``"file"``: what ``version`` holds. Reads its manifest (verified)
+        but decodes no entry: ~1 ms where a decode of 100,000 entries takes ~0.5 s."""
+        label = f"{version.work}:{version.path} version {version.number}"
+        try:
+            return Manifest.kind_in(
+                self.objects.read(version.manifest, where=f"the manifest of {label}")
+            )
+        except InvalidManifest as exc:
+            raise InvalidManifest(
+                f"manifest {version.manifest} of {label} is invalid: {exc}"
+            ) from None
 
     def works(self) -> list[str]:
         return self.catalog.works()

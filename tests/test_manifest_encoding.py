@@ -63,3 +63,18 @@ def test_objects_in_is_not_fooled_by_names_that_spell_digests() -> None:
     ]
     manifest = Manifest.build(DIR, entries)
     assert Manifest.objects_in(manifest.encode()) == {"1" * 32, "3" * 32, "4" * 32}
+
+
+@settings(max_examples=100, deadline=None)
+@given(manifests())
+def test_kind_in_reads_the_kind_of_any_encoding(manifest: Manifest) -> None:
+    assert Manifest.kind_in(manifest.encode()) == manifest.kind
+    spaced = json.dumps(json.loads(manifest.encode()), indent=1).encode()  # not canonical
+    assert Manifest.kind_in(spaced) == manifest.kind
+
+
+def test_kind_in_does_not_take_a_name_for_the_kind() -> None:
+    """A path spelling the tail is inside the entries, never at the end."""
+    tail = f',"format":{FORMAT},"kind":"file"}}'
+    manifest = Manifest.build(DIR, [Entry(tail, FILE, 0o644, 1, "1" * 32)])
+    assert Manifest.kind_in(manifest.encode()) == DIR
