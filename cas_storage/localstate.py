@@ -235,6 +235,28 @@ class KnownFiles(Mapping[str, Known]):
             tuple((d, n) for d, n in chunks) if chunks else (),
         )
 
+    def all_match(self) -> bool:
+        """Whether every file recorded here ``matches`` its record now: one ``lstat``
+        each, and false at the first that does not (or is gone).
+
+        ``matching_digest(path, os.lstat(path))`` for every path, as one loop over the
+        columns: the unchanged re-get and re-put ask it of every file of a stamped tree,
+        and the calls per file cost more than its ``lstat``.
+        """
+        dev, ino, size, mtime_ns, ctime_ns, recorded_ns = self._ints
+        if not all(map(past_racy_window, mtime_ns, ctime_ns, recorded_ns)):
+            return False
+        wants = list(zip(ino, size, mtime_ns, ctime_ns, dev, strict=True))  # _same_file's
+        lstat = os.lstat
+        try:
+            for path, i in self._index.items():
+                st = lstat(path)
+                if (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_dev) != wants[i]:
+                    return False
+        except OSError:
+            return False
+        return True
+
     def _matching(self, path: str, st: os.stat_result) -> int | None:
         """The row of ``path`` if its record ``matches`` ``st``, checked in the columns."""
         i = self._index.get(path)

@@ -28,7 +28,7 @@ def held_as_stamped(root: str, known: KnownFiles, stamp: FolderStamp) -> bool:
     Every folder must have its stamped identity, and not have changed within the racy
     window before the stamp was taken (a name added, removed or renamed in it would
     have moved its mtime; a chmod, its ctime), and every file must be as the stat-cache
-    record the stamp was taken with vouches (``KnownFiles.matching_digest``). Then the
+    record the stamp was taken with vouches (``KnownFiles.all_match``). Then the
     names are the stamped ones and the files' content, mode and size the recorded ones:
     the manifest. False means only "cannot tell this way"; a walk then decides.
     """
@@ -41,12 +41,9 @@ def held_as_stamped(root: str, known: KnownFiles, stamp: FolderStamp) -> bool:
             st = os.lstat(prefix + rel) if rel else os.stat(root)  # as walk and survey did
             if identity(st) != want or not past_racy_window(st.st_mtime_ns, st.st_ctime_ns, walked):
                 return False
-        for path in known:
-            if known.matching_digest(path, os.lstat(path)) is None:
-                return False
     except OSError:
         return False
-    return True
+    return known.all_match()
 
 
 def wait_out_racy_window(written_ns: int) -> None:

@@ -171,6 +171,49 @@ def test_matching_digest_says_what_the_record_says(tmp_path):
     assert not old.matches(changed)
 
 
+def test_all_match_is_matching_digest_for_every_file(tmp_path):
+    """The stamp's one-loop check of a whole record agrees with asking
+    ``matching_digest`` of each file: for files as recorded, and after each way one
+    of them stops matching (content, mode, gone, replaced, inside the racy window)."""
+    names = ["a", "b", "c"]
+    for name in names:
+        (tmp_path / name).write_bytes(name.encode())
+    later = time.time_ns() + 10**9 * 60
+
+    def records() -> dict[str, Known]:
+        return {
+            str(tmp_path / n): known_from_stat(os.lstat(tmp_path / n), DIGEST_A)._replace(
+                recorded_ns=later
+            )
+            for n in names
+        }
+
+    def one_by_one(files: KnownFiles) -> bool:
+        try:
+            return all(files.matching_digest(p, os.lstat(p)) is not None for p in files)
+        except FileNotFoundError:
+            return False
+
+    recorded = records()
+    files = KnownFiles.of(recorded)
+    assert files.all_match() and one_by_one(files)
+    racy = dict(recorded)
+    racy[str(tmp_path / "b")] = recorded[str(tmp_path / "b")]._replace(recorded_ns=0)
+    assert not KnownFiles.of(racy).all_match() and not one_by_one(KnownFiles.of(racy))
+    changes = [
+        lambda: (tmp_path / "a").write_bytes(b"A"),  # same size
+        lambda: os.chmod(tmp_path / "b", 0o600),
+        lambda: (os.unlink(tmp_path / "c"), (tmp_path / "c").write_bytes(b"c")),  # new inode
+    ]
+    for change in changes:
+        change()
+        assert not files.all_match() and not one_by_one(files)
+        files = KnownFiles.of(records())
+        assert files.all_match() and one_by_one(files)
+    os.unlink(tmp_path / "c")
+    assert not files.all_match() and not one_by_one(files)
+
+
 def test_matching_gives_a_large_file_its_recorded_chunks(state, tmp_path):
     """An unchanged re-put takes a chunked file's entry from ``matching``: the chunk list
     must come back as recorded, also after a round trip through the stored record."""
