@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import random
 import stat
 from collections.abc import Callable
 
@@ -97,3 +98,34 @@ CHANGES: dict[str, Callable[[pathlib.Path], object]] = {
         (d / "other").write_text("x"),
     ),
 }
+
+
+#: What ``change_at_random`` picks from: files of ``sample_tree``, and two it lacks.
+RACE_NAMES = ("a.txt", "run.sh", "sub/b.bin", "sub/deep/c", "sub/new", "empty/more")
+
+
+def change_at_random(r: int, folder: pathlib.Path) -> None:
+    """Round ``r``'s change to a ``sample_tree`` that other processes read or write
+    meanwhile: new bytes of the same size, a file removed or added, a folder's or a
+    file's mode, a link retargeted; or nothing (one round in six). A file that
+    vanishes under it (another process swapped it out) ends the change."""
+    rng = random.Random(r)
+    name = folder / rng.choice(RACE_NAMES)
+    what = rng.randrange(6)
+    try:
+        if what == 0 and name.is_file():
+            name.write_bytes(os.urandom(name.stat().st_size))
+        elif what == 1:
+            if name.exists():
+                os.unlink(name)
+            else:
+                name.write_text(f"round {r}")
+        elif what == 2:
+            os.chmod(folder / "sub", rng.choice([0o755, 0o750]))
+        elif what == 3 and name.is_file():
+            os.chmod(name, rng.choice([0o644, 0o755]))
+        elif what == 4 and (folder / "link").is_symlink():
+            os.unlink(folder / "link")
+            os.symlink(rng.choice(["a.txt", "sub/b.bin"]), folder / "link")
+    except (FileNotFoundError, NotADirectoryError):
+        pass

@@ -18,14 +18,13 @@ import random
 import time
 
 import pytest
-from treechanges import listing, sample_tree
+from treechanges import change_at_random, listing, sample_tree
 
 from cas_storage import Store
 from cas_storage import checkout as checkout_module
 from faults.rounds import Failed, race
 
 ROUNDS = 200
-NAMES = ("a.txt", "run.sh", "sub/b.bin", "sub/deep/c", "sub/new", "empty/more")
 _stores: dict[str, Store] = {}
 
 
@@ -38,30 +37,7 @@ def getter(r: int, store_dir: str, state: str, dest: str) -> int:
 
 
 def changer(r: int, dest: str) -> str:
-    """One change at random (none in a sixth of the rounds), made while the others check out."""
-    rng = random.Random(r)
-    folder = pathlib.Path(dest)
-    name = folder / rng.choice(NAMES)
-    what = rng.randrange(6)
-    try:
-        if what == 0 and name.is_file():
-            name.write_bytes(os.urandom(name.stat().st_size))  # same size, new bytes
-        elif what == 1:
-            if name.exists():
-                os.unlink(name)
-            else:
-                name.write_text(f"round {r}")
-        elif what == 2:
-            os.chmod(folder / "sub", rng.choice([0o755, 0o750]))
-        elif what == 3 and name.is_file():
-            os.chmod(name, rng.choice([0o644, 0o755]))
-        elif what == 4:
-            link = folder / "link"
-            if link.is_symlink():
-                os.unlink(link)
-                os.symlink(rng.choice(["a.txt", "sub/b.bin"]), link)
-    except (FileNotFoundError, NotADirectoryError):
-        pass  # a checkout swapped it out from under us: the round goes on
+    change_at_random(r, pathlib.Path(dest))
     return "ok"
 
 

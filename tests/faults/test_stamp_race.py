@@ -10,18 +10,15 @@ the folder exactly, whether the stamp answered or the folder was walked.
 
 from __future__ import annotations
 
-import os
 import pathlib
-import random
 import time
 
-from treechanges import listing, sample_tree
+from treechanges import change_at_random, listing, sample_tree
 
 from cas_storage import Store
 from faults.rounds import Failed, race
 
 ROUNDS = 200
-NAMES = ("a.txt", "run.sh", "sub/b.bin", "sub/deep/c", "sub/new", "empty/more")
 _stores: dict[str, Store] = {}
 
 
@@ -36,22 +33,7 @@ def snapshotter(r: int, store_dir: str, state: str, src: str) -> int:
 
 
 def changer(r: int, src: str) -> str:
-    """One change at random (none in a third of the rounds), made while the others walk."""
-    rng = random.Random(r)
-    folder = pathlib.Path(src)
-    name = folder / rng.choice(NAMES)
-    what = rng.randrange(6)
-    if what == 0 and name.is_file():
-        name.write_bytes(os.urandom(name.stat().st_size))  # same size, new bytes
-    elif what == 1:
-        if name.exists():
-            os.unlink(name)
-        else:
-            name.write_text(f"round {r}")
-    elif what == 2:
-        os.chmod(folder / "sub", rng.choice([0o755, 0o750]))
-    elif what == 3 and name.is_file():
-        os.chmod(name, rng.choice([0o644, 0o755]))
+    change_at_random(r, pathlib.Path(src))
     return "ok"
 
 
