@@ -13,6 +13,7 @@ import os
 import pathlib
 import time
 
+import pytest
 from faults.faultkit import read_files, write_exact
 from faults.gc_parties import PATH, WORK, cycler, open_store, reuser
 from faults.rounds import Failed, race
@@ -40,6 +41,7 @@ def _collector(r: int, url: str, state: str) -> int:
     return open_store(url, state).gc(keep_last=1, grace_seconds=0).objects_deleted
 
 
+@pytest.mark.races
 def test_dropped_content_resnapshotted_while_gc_runs_on_s3(s3_url, tmp_path):
     store = Store.open(s3_url, state=str(tmp_path / "main.db"))
     reuser_src = tmp_path / "reuser"
@@ -94,6 +96,7 @@ def _writer(url: str, state: str, src: str, index: int, go, results) -> None:
     results.put((index, recorded))
 
 
+@pytest.mark.races
 def test_gc_in_a_loop_beside_writers_on_s3_leaves_every_kept_version_whole(s3_url, tmp_path):
     store = Store.open(s3_url, state=str(tmp_path / "gc.db"))
     ctx = mp.get_context("spawn")

@@ -10,6 +10,7 @@ import multiprocessing as mp
 import pathlib
 import queue
 
+import pytest
 from faults.faultkit import read_files, tree_for, write_exact
 
 from cas_storage import Store
@@ -64,6 +65,7 @@ def _run_machines(url: str, tmp_path: pathlib.Path, target, count: int) -> list:
     return reports
 
 
+@pytest.mark.races
 def test_four_machines_snapshot_one_path_into_versions_1_to_40(s3_url, tmp_path):
     Store.open(s3_url, state=str(tmp_path / "setup.db")).close()
     reports = _run_machines(s3_url, tmp_path, _machine, MACHINES)

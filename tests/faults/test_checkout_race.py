@@ -22,9 +22,13 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from cas_storage import Store
 from faults.faultkit import read_files, tree_for, write_exact
 from faults.rounds import Failed, race
+
+pytestmark = pytest.mark.races
 
 ROUNDS = 150
 WORK, PATH = "root.train", "ckpt"

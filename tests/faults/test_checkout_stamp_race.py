@@ -24,6 +24,8 @@ from cas_storage import Store
 from cas_storage import checkout as checkout_module
 from faults.rounds import Failed, race
 
+pytestmark = pytest.mark.races
+
 ROUNDS = 200
 _stores: dict[str, Store] = {}
 

@@ -16,6 +16,8 @@ import pytest
 from cas_storage import Store
 from faults.faultkit import read_files, tree_for, verify_objects, write_exact
 
+pytestmark = pytest.mark.races
+
 WRITERS, SNAPSHOTS = 8, 25
 WORK, PATH = "root.train", "ckpt"
 

@@ -25,6 +25,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from cas_storage import Store
 from faults import crash_child
 from faults.faultkit import (
@@ -80,6 +82,7 @@ def _kill_script(rng: random.Random, args: tuple[str, ...]) -> None:
     assert child.wait() == -signal.SIGKILL, f"writer {args[4]} stopped on its own"
 
 
+@pytest.mark.races
 def test_writers_killed_at_random_moments_lose_nothing(tmp_path):
     seed = int(os.environ.get("CAS_FAULT_SEED", time.time_ns() % 10**9))
     print(f"\nreplay with CAS_FAULT_SEED={seed}")  # shown by pytest when the test fails

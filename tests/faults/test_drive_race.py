@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import pathlib
 
+import pytest
+
 from cas_storage import Drive, Store, context
 from cas_storage.context import WorkContext
 from faults.rounds import Failed, race
+
+pytestmark = pytest.mark.races
 
 ROUNDS = 300
 DRIVE = Drive("lit://race")

@@ -31,6 +31,8 @@ from faults.faultkit import read_files, verify_objects, write_exact
 from faults.gc_parties import PATH, WORK, cycler, open_store, reuser
 from faults.rounds import Failed, race
 
+pytestmark = pytest.mark.races
+
 ROUNDS = 150
 
 

@@ -13,10 +13,13 @@ from __future__ import annotations
 import pathlib
 import time
 
+import pytest
 from treechanges import change_at_random, listing, sample_tree
 
 from cas_storage import Store
 from faults.rounds import Failed, race
+
+pytestmark = pytest.mark.races
 
 ROUNDS = 200
 _stores: dict[str, Store] = {}
