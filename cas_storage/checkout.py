@@ -81,8 +81,23 @@ def load_manifest(
     give the same answer: ~0.4 s per 100,000 entries that an unchanged re-get in a new
     process (every ``cas get``) need not pay.
     """
-    try:
+    with _naming_owner(digest, owner):
         return _load_manifest(objects, digest, validated_before)
+
+
+def manifest_kind(objects: ObjectStore, digest: str, owner: str = "") -> str:
+    """``load_manifest(...).kind`` without decoding an entry (``Manifest.kind_in``):
+    the manifest is read and verified, ~1 ms where a decode of 100,000 entries takes
+    ~0.5 s. Errors name ``owner`` as ``load_manifest``'s do."""
+    with _naming_owner(digest, owner):
+        return Manifest.kind_in(objects.read(digest, where="a manifest"))
+
+
+@contextlib.contextmanager
+def _naming_owner(digest: str, owner: str) -> Iterator[None]:
+    """Errors about manifest ``digest`` name the version that points at it."""
+    try:
+        yield
     except CasError as exc:
         if not owner:
             raise
@@ -174,7 +189,7 @@ def checkout(
                 writer.close()
         whole = inner == "." and manifest.kind == DIR
         if whole:  # so the record and the stamp vouch for what was just written
-            wait_out_racy_window(time.time_ns())
+            wait_out_racy_window()
         tree = state.record_tree(dest, known, writer.kept, writer.learned)
         state.record_checkout(dest, store_id, work, path, v.number, v.manifest)
         if whole:

@@ -46,12 +46,11 @@ def held_as_stamped(root: str, known: KnownFiles, stamp: FolderStamp) -> bool:
     return known.all_match()
 
 
-def wait_out_racy_window(written_ns: int) -> None:
-    """Sleep until whatever was written up to ``written_ns`` is past the racy window
-    (at most ``RACY_NS``, 10 ms): records and stamps taken after that vouch for it."""
-    left = written_ns + RACY_NS + 1_000_000 - time.time_ns()
-    if left > 0:
-        time.sleep(left / 1e9)
+def wait_out_racy_window() -> None:
+    """Sleep until what was written up to now is past the racy window (``RACY_NS``,
+    10 ms, and 1 ms more so that "before" is strict): records and stamps taken after
+    that vouch for it."""
+    time.sleep((RACY_NS + 1_000_000) / 1e9)
 
 
 def stamp_of_checkout(
@@ -71,18 +70,17 @@ def stamp_of_checkout(
     if tree is None or manifest.kind != DIR:
         return None
     walked_ns = time.time_ns()
-    names: dict[str, set[str]] = {"": set()}
+    names: dict[str, set[str]] = {"": set()}  # each folder's entries
     modes: dict[str, int] = {}
     links: list[tuple[str, str]] = []
     for entry in manifest.entries:
+        parent, _, name = entry.path.rpartition("/")
+        names.setdefault(parent, set()).add(name)
         if entry.type == DIR:
-            names[entry.path] = set()
+            names.setdefault(entry.path, set())
             modes[entry.path] = stat.S_IFDIR | entry.mode
         elif entry.type == SYMLINK:
             links.append((entry.path, entry.target))
-    for entry in manifest.entries:
-        parent, _, name = entry.path.rpartition("/")
-        names[parent].add(name)
     folders = []
     try:
         for rel, want in names.items():

@@ -123,3 +123,19 @@ def pytest_ignore_collect(collection_path: pathlib.Path, config: pytest.Config) 
     if collection_path.suffix == ".py" and not collection_path.name.startswith("test_"):
         return collection_path.name != "conftest.py"
     return None
+
+
+@pytest.fixture()
+def surveys(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The folders ``snapshot.survey`` walked: a re-put the stamp answered walks none."""
+    walked: list[str] = []
+    from cas_storage import snapshot as snapshot_module
+
+    survey = snapshot_module.survey
+
+    def counting(known, source):  # type: ignore[no-untyped-def]
+        walked.append(source)
+        return survey(known, source)
+
+    monkeypatch.setattr(snapshot_module, "survey", counting)
+    return walked

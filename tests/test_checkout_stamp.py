@@ -33,9 +33,8 @@ def dest(store: Store, tmp_path: pathlib.Path) -> pathlib.Path:
     return out
 
 
-@pytest.fixture()
-def no_manifest(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Any manifest read fails: a re-get the stamp answers reads none."""
+def refuse_manifest_reads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """From now on any manifest read fails: a re-get the stamp answers reads none."""
 
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("the manifest was read")
@@ -56,7 +55,8 @@ def test_a_folder_checkout_leaves_a_stamp_that_vouches_at_once(store, dest):
     assert held(store, dest)  # the checkout waited out the racy window of what it wrote
 
 
-def test_an_unchanged_reget_reads_no_manifest(store, dest, no_manifest, tmp_path):
+def test_an_unchanged_reget_reads_no_manifest(store, dest, monkeypatch, tmp_path):
+    refuse_manifest_reads(monkeypatch)
     wanted = listing(dest)
     result = store.checkout("w", "p", dest, overwrite=True)
     assert (result.version, result.files_transferred, result.bytes_transferred) == (1, 0, 0)
@@ -77,7 +77,7 @@ def test_any_change_is_seen_and_restored(store, dest, monkeypatch, change):
     store.checkout("w", "p", dest, overwrite=True)
     assert listing(dest) == wanted
     # That checkout stamped the restored folder: the next re-get needs no manifest.
-    monkeypatch.setattr(checkout_module, "load_manifest", None)
+    refuse_manifest_reads(monkeypatch)
     assert store.checkout("w", "p", dest, overwrite=True).files_transferred == 0
     assert listing(dest) == wanted
 
@@ -107,18 +107,9 @@ def test_a_snapshot_stamp_is_not_taken_for_a_checkout(store, dest):
     assert stat.S_IMODE((dest / "run.sh").stat().st_mode) == 0o755
 
 
-def test_a_checkout_stamp_is_not_taken_for_a_snapshot(store, dest, monkeypatch):
-    from cas_storage import snapshot as snapshot_module
-
-    walked: list[str] = []
-    survey = snapshot_module.survey
-    monkeypatch.setattr(
-        snapshot_module,
-        "survey",
-        lambda known, source: walked.append(source) or survey(known, source),
-    )
+def test_a_checkout_stamp_is_not_taken_for_a_snapshot(store, dest, surveys):
     assert store.snapshot("w", "p", dest).number == 1
-    assert walked == [str(dest)]
+    assert surveys == [str(dest)]
 
 
 def test_part_of_a_version_and_a_single_file_leave_no_stamp(store, tmp_path):

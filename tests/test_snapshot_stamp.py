@@ -20,7 +20,6 @@ import pytest
 from treechanges import CHANGES, listing, sample_tree
 
 from cas_storage import Store
-from cas_storage import snapshot as snapshot_module
 from cas_storage.localstate import KnownFiles
 from cas_storage.stamps import held_as_stamped
 
@@ -32,20 +31,6 @@ def snapped(store: Store, tmp_path: pathlib.Path) -> pathlib.Path:
     time.sleep(0.05)  # files and folders made within the racy window are never vouched for
     assert store.snapshot("w", "p", src).number == 1
     return src
-
-
-@pytest.fixture()
-def surveys(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The folders ``snapshot.survey`` walked: a re-put the stamp answered walks none."""
-    walked: list[str] = []
-    survey = snapshot_module.survey
-
-    def counting(known, source):  # type: ignore[no-untyped-def]
-        walked.append(source)
-        return survey(known, source)
-
-    monkeypatch.setattr(snapshot_module, "survey", counting)
-    return walked
 
 
 def checked_out(store: Store, number: int, dest: pathlib.Path) -> dict:
