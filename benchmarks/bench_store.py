@@ -7,7 +7,9 @@ starts with no dirty pages queued and as much memory just freed as its case writ
 (``free_memory``). Reported: the median over ``--repeat`` repetitions, the minimum (what
 the code costs when nothing else intrudes), and the median's ratio to a *full* `cp -r`
 of the same data. Beside ``rsync -a``'s no-change pass, ``find`` listing every folder and
-``lstat``-ing every file (in C, comparing nothing) shows the floor of any unchanged check.
+``lstat``-ing every file (in C, comparing nothing) shows the floor of any unchanged check,
+and a Python loop reading every file and writing it out again (``copy_through_python``)
+the floor of a fresh get, and of a put of large files: both must see every byte.
 
 Cases (``--cases``, comma-separated; default all):
 
@@ -79,6 +81,33 @@ def stat_every_file(tree: Path) -> None:
     """What an unchanged re-get must do at least: list every folder and ``lstat`` every
     file (``find`` prints what the stat cache compares), in C, comparing nothing."""
     run("find", tree, "-printf", "%i %s %T@ %C@ %m\\n")
+
+
+#: The floor of a fresh get, and of a put of large files, in Python.
+COPY_FLOOR = "Python read + write, per file"
+
+
+def copy_through_python(src: Path, out: Path) -> None:
+    """What a fresh get must do at least in Python: read every byte into this process
+    (the store verifies what it reads) and write it out again, file by file, with the
+    ``fstat`` a checkout records each file by. For large files it is a put's floor too: a
+    put reads every byte to cut and hash it and writes it once more, into a pack. Nothing
+    here is cut, hashed or recorded. `cp` makes one copy, in the kernel
+    (``copy_file_range``); this makes the two the store must."""
+    buffer = bytearray(16 * 1024 * 1024)
+    view = memoryview(buffer)
+    for folder, _, names in os.walk(src):
+        target = out / os.path.relpath(folder, src)
+        target.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            written = os.open(target / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            try:
+                with open(os.path.join(folder, name), "rb", buffering=0) as source:
+                    while length := source.readinto(buffer):
+                        os.write(written, view[:length])
+                os.fstat(written)
+            finally:
+                os.close(written)
 
 
 def sync() -> None:
@@ -226,6 +255,8 @@ def bench_copy_case(
         table.time(case, "rsync -a", lambda: run("rsync", "-a", f"{src}/", f"{out}/"))
         table.time(case, "rsync -a, unchanged", lambda: run("rsync", "-a", f"{src}/", f"{out}/"))
         table.time(case, FLOOR, lambda: stat_every_file(out))
+        remove(out)
+        table.time(case, COPY_FLOOR, lambda: copy_through_python(src, out))
         remove(out)
         store_lib(table, case, src, out, scratch)
         if with_cli:

@@ -30,3 +30,29 @@ def test_benchmark_help(script: str) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("usage:"), done.stdout
+
+
+def test_the_copy_floor_copies_every_file(tmp_path: pathlib.Path) -> None:
+    """``bench_store``'s floor row times a whole copy: every file, every byte, even past
+    its 16 MiB buffer, or the floor it reports would be too low."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import bench_store
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    src = tmp_path / "src"
+    (src / "a" / "b").mkdir(parents=True)
+    files = {
+        "top.bin": b"x" * 10,
+        "a/empty": b"",
+        "a/b/large.bin": bytes(range(256)) * (70 * 1024 + 3),  # 17.5 MiB: two reads
+    }
+    for name, data in files.items():
+        (src / name).write_bytes(data)
+    bench_store.copy_through_python(src, tmp_path / "out")
+    copied = {
+        p.relative_to(tmp_path / "out").as_posix(): p.read_bytes()
+        for p in (tmp_path / "out").rglob("*")
+        if p.is_file()
+    }
+    assert copied == files
