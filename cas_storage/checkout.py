@@ -229,19 +229,19 @@ def in_place(
     v = catalog.get(work, path, version)
     if v.manifest != held:
         return None
-    if inner == "." and _held_since_stamp(state, dest, v.manifest):
-        if progress is not None:
-            progress.start(total_bytes=v.bytes)
-        return GetResult(v.number, 0, 0)
     label = _label(work, path, inner, v.number)
-    try:  # validated when dest was checked out to it (that is what ``held`` says)
-        manifest = load_manifest(objects, v.manifest, label, True).subtree(inner)
-    except (CasError, OSError):
-        return None  # e.g. freed by gc since it was listed: the full path says what is wrong
     with dest_lock(dest):
         remove_leftovers(dest)
         known = state.under(dest)
         with paused_gc():  # as for every checkout: 100k files, no cycles to find
+            if inner == "." and _held_since_stamp(state, dest, v.manifest, known):
+                if progress is not None:
+                    progress.start(total_bytes=v.bytes)
+                return GetResult(v.number, 0, 0)  # not even the manifest read
+            try:  # validated when dest was checked out to it (that is what ``held`` says)
+                manifest = load_manifest(objects, v.manifest, label, True).subtree(inner)
+            except (CasError, OSError):
+                return None  # e.g. freed by gc since it was listed: the full path says why
             if held_as_recorded(dest, manifest, known):
                 if progress is not None:
                     progress.start(total_bytes=manifest.size)
@@ -256,17 +256,17 @@ def in_place(
     return GetResult(v.number, 0, 0) if same else None
 
 
-def _held_since_stamp(state: LocalState, dest: str, digest: str) -> bool:
-    """Whether folder ``dest`` still holds manifest ``digest`` as this machine's last
-    checkout of it left it (``stamps.held_as_stamped``): one ``lstat`` per file and
-    folder, under ``dest``'s lock, and not even the manifest read."""
+def _held_since_stamp(state: LocalState, dest: str, digest: str, known: KnownFiles) -> bool:
+    """Whether folder ``dest`` (its stat-cache record ``known``) still holds manifest
+    ``digest`` as this machine's last checkout of it left it (``stamps.held_as_stamped``):
+    one ``lstat`` per file and folder. Asked under ``dest``'s lock."""
     stamp = state.stamp_of(dest)
-    if stamp is None or stamp.by != "checkout" or stamp.manifest != digest:
-        return False
-    with dest_lock(dest):
-        remove_leftovers(dest)
-        with paused_gc():
-            return held_as_stamped(dest, state.under(dest), stamp)
+    return (
+        stamp is not None
+        and stamp.by == "checkout"
+        and stamp.manifest == digest
+        and held_as_stamped(dest, known, stamp)
+    )
 
 
 def held_as_recorded(dest: str, manifest: Manifest, known: KnownFiles) -> bool:
