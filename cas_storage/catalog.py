@@ -42,6 +42,12 @@ class Version:
     files: int
     bytes: int
 
+    def label(self, inner: str = ".") -> str:
+        """How errors and output name this version (or the folder ``inner`` of it):
+        ``root.train:ckpt version 2``."""
+        at = "" if inner == "." else f"/{inner}"
+        return f"{self.work}:{self.path}{at} version {self.number}"
+
     def to_json(self) -> dict[str, Any]:
         return {
             "work": self.work,

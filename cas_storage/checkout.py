@@ -166,7 +166,7 @@ def checkout(
     ``FileExistsError`` when ``dest`` exists and ``overwrite`` is false.
     """
     v = catalog.get(work, path, version)
-    label = _label(work, path, inner, v.number)
+    label = v.label(inner)
     dest = os.path.abspath(dest)
     validated_before = state.checked_out(v.manifest)
     manifest = load_manifest(objects, v.manifest, label, validated_before).subtree(inner)
@@ -229,7 +229,7 @@ def in_place(
     v = catalog.get(work, path, version)
     if v.manifest != held:
         return None
-    label = _label(work, path, inner, v.number)
+    label = v.label(inner)
     with dest_lock(dest):
         remove_leftovers(dest)
         known = state.under(dest)
@@ -317,11 +317,6 @@ def held_as_recorded(dest: str, manifest: Manifest, known: KnownFiles) -> bool:
     except OSError:
         return False
     return seen == len(files) + len(folders) + len(links)
-
-
-def _label(work: str, path: str, inner: str, number: int) -> str:
-    """How errors and progress name what a checkout writes."""
-    return f"{work}:{path}" + ("" if inner == "." else f"/{inner}") + f" version {number}"
 
 
 def _fetch_order(

@@ -367,10 +367,7 @@ def _show(store: Store, args: argparse.Namespace) -> None:
     if args.json:
         print(json.dumps({**v.to_json(), "entries": entries}))
         return
-    print(
-        f"{v.work}:{v.path} version {v.number}  manifest {v.manifest}  "
-        f"{v.files} files  {human_size(v.bytes)}"
-    )
+    print(f"{v.label()}  manifest {v.manifest}  {v.files} files  {human_size(v.bytes)}")
     rows = [
         {
             **e,
@@ -423,7 +420,7 @@ def _status(store: Store, args: argparse.Namespace) -> None:
         "files_read": report.files_read,
         "bytes_read": report.bytes_read,
     }
-    same = "" if report.diff else f"{args.src} matches {v.work}:{v.path} version {v.number}"
+    same = "" if report.diff else f"{args.src} matches {v.label()}"
     _print_changes(args, data, same)
 
 
@@ -440,7 +437,7 @@ def _put(store: Store, args: argparse.Namespace) -> None:
     _say(
         args,
         v.to_json(),
-        f"{v.work}:{v.path} version {v.number} ({v.files} files, {human_size(v.bytes)})",
+        f"{v.label()} ({v.files} files, {human_size(v.bytes)})",
     )
 
 
@@ -473,7 +470,7 @@ def _check_type(store: Store, v: Version, args: argparse.Namespace) -> None:
     have = "folder" if os.path.isdir(args.dest) and not os.path.islink(args.dest) else "file"
     if have != wanted and not args.replace_type:
         raise IsADirectoryError(
-            f"{args.dest} is a {have} but {v.work}:{v.path} version {v.number} is a {wanted}; "
+            f"{args.dest} is a {have} but {v.label()} is a {wanted}; "
             "pass --replace-type as well to replace it"
         )
 

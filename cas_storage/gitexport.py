@@ -146,7 +146,7 @@ def _commit(repo: Repo, objects: ObjectStore, v: Version, parent: ObjectID | Non
     commit.author_timezone = commit.commit_timezone = 0
     commit.encoding = b"UTF-8"
     commit.message = (
-        f"{v.work}:{v.path} version {v.number}\n\n"
+        f"{v.label()}\n\n"
         f"cas-version: {v.number}\ncas-manifest: {v.manifest}\n"
         f"files: {v.files}\nbytes: {v.bytes}\n"
     ).encode()

@@ -335,11 +335,11 @@ class Store:
     def manifest(self, version: Version) -> Manifest:
         """The manifest of ``version`` (verified; errors name the version)."""
         validated_before = self.state.checked_out(version.manifest)
-        return load_manifest(self.objects, version.manifest, _label(version), validated_before)
+        return load_manifest(self.objects, version.manifest, version.label(), validated_before)
 
     def kind(self, version: Version) -> str:
         """``"dir"`` or ``"file"``: what ``version`` holds, without decoding its manifest."""
-        return manifest_kind(self.objects, version.manifest, _label(version))
+        return manifest_kind(self.objects, version.manifest, version.label())
 
     def works(self) -> list[str]:
         return self.catalog.works()
@@ -490,8 +490,3 @@ def _holds_objects(objects_dir: str) -> bool:
             return any(e.is_dir() for e in entries)
     except FileNotFoundError:
         return False
-
-
-def _label(version: Version) -> str:
-    """How errors about a version's manifest name the version."""
-    return f"{version.work}:{version.path} version {version.number}"

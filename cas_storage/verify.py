@@ -63,7 +63,7 @@ def verify(
                 problems.append(Problem("corrupt", digest, f"content hashes to {got}"))
     unlisted: dict[str, list[str]] = {}  # digest -> who needs it
     for v in catalog.all_versions():
-        owner = f"{v.work}:{v.path} version {v.number}"
+        owner = v.label()
         try:
             manifest = Manifest.decode(objects.read(v.manifest))
         except (CasError, OSError) as exc:
